@@ -1,0 +1,1 @@
+"""pandera DataFrameModels: the declared shape of every frame bulkcapture reads or writes."""
