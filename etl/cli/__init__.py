@@ -24,10 +24,11 @@ def main() -> None:
 
 def _register() -> None:
     # Imported here so that each command module can import `main`'s helpers without a cycle.
-    from etl.cli import validate_cmd
+    from etl.cli import sandbox_cmd, validate_cmd
 
     main.add_command(validate_cmd.validate)
     main.add_command(validate_cmd.run)
+    main.add_command(sandbox_cmd.sandbox)
 
 
 _register()
