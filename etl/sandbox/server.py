@@ -130,6 +130,7 @@ class SandboxHandle:
     config: SandboxConfig
     state: SandboxState | None = None
     process: subprocess.Popen[str] | None = None
+    output: list[str] = field(default_factory=list)  # a subprocess's stdout+stderr lines so far
 
     @property
     def auth(self) -> tuple[str, str]:
@@ -255,7 +256,7 @@ def run_sandbox_subprocess(config: SandboxConfig | None = None, *,
     reader.start()
     try:
         url = _wait_for_url(lines, startup_timeout, output)
-        yield SandboxHandle(url, *pairs[0], config=config, process=proc)
+        yield SandboxHandle(url, *pairs[0], config=config, process=proc, output=output)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
