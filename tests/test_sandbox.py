@@ -63,6 +63,7 @@ def _assert_error(resp: httpx.Response, status: int, code: str, mentions: str = 
     assert uuid.UUID(body["correlation_id"]).version == 4
     assert isinstance(body["error_messages"], list) and body["error_messages"]
     assert mentions in body["error_messages"][0]
+    assert resp.headers["Klarna-Correlation-Id"] == body["correlation_id"]
 
 
 # -- auth ---------------------------------------------------------------------------------------
