@@ -84,7 +84,7 @@ class Credentials:
 
 
 def credentials_from_env(env: dict[str, str] | None = None) -> Credentials | None:
-    """Username + password, else an API key, else a 0600 credentials file; None if nothing is set."""
+    """Username + password, else an API key, else a 0600 credentials file; else None."""
     env = dict(os.environ) if env is None else env
     user, pw, key = env.get(ENV_USERNAME), env.get(ENV_PASSWORD), env.get(ENV_API_KEY)
     if user and pw:
@@ -125,7 +125,7 @@ def is_loopback(host: str) -> bool:
 
 
 def check_base_url(url: str) -> str:
-    """https anywhere; plain http only to loopback (the sandbox). Returns the URL without a slash."""
+    """https anywhere; plain http only to loopback (the sandbox). Returns it without a slash."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"base URL {url!r} is not an http(s) URL: use e.g. https://api.klarna.com.")
@@ -146,7 +146,8 @@ def resolve_base_url(base_url: str | None, provider: str | None, region: str | N
     if provider:
         key = (provider, region or "eu", playground)
         if key not in HOSTS:
-            raise ConfigError(f"provider {provider} has no region {region}: Kustom serves 'eu' only.")
+            raise ConfigError(f"provider {provider} has no region {region}: Kustom serves 'eu' "
+                              "only.")
         return HOSTS[key]
     if env.get(ENV_BASE_URL):
         return check_base_url(env[ENV_BASE_URL])
@@ -192,6 +193,7 @@ def load_config(path: Path | None) -> dict[str, Any]:
     known = {f.name for f in fields(Settings)} | {"provider", "region", "playground", "results"}
     unknown = set(data) - known
     if unknown:
-        raise ConfigError(f"config file {path} has unknown setting(s) {', '.join(sorted(unknown))}: "
+        names = ", ".join(sorted(unknown))
+        raise ConfigError(f"config file {path} has unknown setting(s) {names}: "
                           f"known are {', '.join(sorted(known))}.")
     return dict(data)

@@ -24,10 +24,10 @@ def main() -> None:
 
 def _register() -> None:
     # Imported here so that each command module can import `main`'s helpers without a cycle.
-    from etl.cli import sandbox_cmd, validate_cmd
+    from etl.cli import run_cmd, sandbox_cmd, validate_cmd
 
     main.add_command(validate_cmd.validate)
-    main.add_command(validate_cmd.run)
+    main.add_command(run_cmd.run)
     main.add_command(sandbox_cmd.sandbox)
 
 

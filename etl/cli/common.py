@@ -1,16 +1,20 @@
-"""Shared CLI pieces: the error boundary and option bundles used by several commands."""
+"""Shared CLI pieces: the error boundary, option bundles, and summary output."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import NoReturn, TypeVar
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
 
 import click
 
+from etl.config import Settings, load_config
 from etl.errors import BulkCaptureError
+from etl.summary import RunSummary, render_text
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -25,3 +29,39 @@ def run_command(fn: Callable[[], T]) -> T:
         return fn()
     except BulkCaptureError as exc:
         fail(str(exc))
+
+
+def input_options(fn: F) -> F:
+    """INPUT... plus the options that say how to read it."""
+    for deco in reversed([
+        click.argument("inputs", nargs=-1, required=True, metavar="INPUT..."),
+        click.option("--columns", type=click.Path(path_type=Path, dir_okay=False),
+                     help="TOML file mapping the export's column names onto bulkcapture's."),
+        click.option("--amounts", type=click.Choice(["minor", "major"]), default=None,
+                     help="Amount columns in integer minor units (default) or decimal major "
+                          "units, converted exactly by the currency's ISO 4217 exponent."),
+        click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
+                     help="TOML file with any setting but secrets."),
+        click.option("--summary-json", type=click.Path(path_type=Path, dir_okay=False),
+                     help="Also write the summary as JSON to this file."),
+    ]):
+        fn = deco(fn)
+    return fn
+
+
+def settings_from(config_file: Path | None, **options: Any) -> Settings:
+    """Defaults, overridden by the config file, overridden by options given on the command line."""
+    data = run_command(lambda: load_config(config_file))
+    known = set(Settings.__dataclass_fields__)
+    file_settings = {k: v for k, v in data.items() if k in known}
+    for key in ("columns", "ledger"):
+        if isinstance(file_settings.get(key), str):
+            file_settings[key] = Path(file_settings[key])
+    return Settings().with_overrides(**file_settings).with_overrides(
+        **{k: v for k, v in options.items() if k in known})
+
+
+def emit_summary(summary: RunSummary, summary_json: Path | None) -> None:
+    click.echo(render_text(summary))
+    if summary_json is not None:
+        run_command(lambda: summary.write_json(summary_json))

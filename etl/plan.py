@@ -1,0 +1,210 @@
+"""Plan captures: group validated lines into captures, build each exact JSON body, derive keys.
+
+Third stage (read → validate → **plan** → send → …). Pure: no I/O. Bodies are built in polars
+(one vectorised expression per field, no Python dict per row), with the API's field names,
+``product_identifiers`` nested, and ``shipping_info`` de-duplicated per capture. Nulls are left
+out of the body rather than sent as ``null``.
+
+Two checks need the body and so live here: the serialised size (≤ 1 MB, else the API answers
+413) and duplicate identities across files (the same capture twice with *different* content is
+invalid; twice with the same content is one capture).
+
+The idempotency key is ``uuid5(KEY_NAMESPACE, json.dumps([order_id, capture_reference]))`` —
+the same for every retry and every re-run. After a definitive 4xx the ledger may move a capture
+to generation ``g > 0``, keyed on ``[order_id, capture_reference, g]``. JSON keeps the identity
+unambiguous whatever characters the reference holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import polars as pl
+
+from etl.model import CaptureRequest
+from etl.read import SHIPPING_ROW
+from etl.validate import CAPTURE_ID, LINE, Validation, format_failure
+from schemas.limits import MAX_BODY_BYTES
+from schemas.shipments import (
+    IDENTITY_COLUMNS,
+    PRODUCT_IDENTIFIER_COLUMNS,
+    SHIPPING_COLUMNS,
+    SOURCE_FILE,
+)
+
+# Fixed forever: changing it would change every key and break idempotency across versions.
+KEY_NAMESPACE = uuid.UUID("4550dc2d-f0f6-5a7a-b41a-9822f38670f6")  # uuid5(URL, "bulkcapture:…")
+
+LINE_FIELDS = (
+    "type", "reference", "name", "quantity", "quantity_unit", "unit_price", "tax_rate",
+    "total_amount", "total_discount_amount", "total_tax_amount", "merchant_data", "product_url",
+    "image_url",
+)
+CAPTURE_ORDER = ("order_id", "capture_reference", SOURCE_FILE)
+PLAN_COLUMNS = (
+    "order_id", "capture_reference", "idempotency_key", "status", "captured_amount", "currency",
+    "order_line_count", "error_code", "error_messages", "source_file", "source_rows", "body",
+)
+
+
+def idempotency_key(order_id: str, capture_reference: str, generation: int = 0) -> str:
+    """The capture's ``Klarna-Idempotency-Key``: a UUIDv5 of its identity (and generation)."""
+    ident: list[str | int] = [order_id, capture_reference]
+    if generation:
+        ident.append(generation)
+    return str(uuid.uuid5(KEY_NAMESPACE, json.dumps(ident, ensure_ascii=False)))
+
+
+def content_hash(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every capture of the input: ``planned`` with its body, or ``invalid`` with reasons."""
+
+    captures: pl.DataFrame  # PLAN_COLUMNS
+    failures: pl.DataFrame  # one row per failed check (validate's, plus size and duplicates)
+
+    @property
+    def valid(self) -> pl.DataFrame:
+        return self.captures.filter(pl.col("status") == "planned")
+
+    def requests(self) -> Iterator[CaptureRequest]:
+        """The planned captures as ready-to-send requests, in input order."""
+        cols = ("order_id", "capture_reference", "idempotency_key", "captured_amount",
+                "currency", "body")
+        for oid, ref, key, amount, cur, body in self.valid.select(cols).iter_rows():
+            data = body.encode()
+            yield CaptureRequest(oid, ref, key, content_hash(data), amount, cur, data)
+
+
+# --- body building ----------------------------------------------------------------------------
+def _pair(col: str, key: str | None = None) -> pl.Expr:
+    """``"key":<json value>`` for a non-null cell, else null (so the field is left out)."""
+    encoded = (pl.struct(pl.col(col).alias(key or col)).struct.json_encode()
+               .str.strip_prefix("{").str.strip_suffix("}"))
+    return pl.when(pl.col(col).is_not_null()).then(encoded)
+
+
+def _object(pairs: list[pl.Expr]) -> pl.Expr:
+    return pl.lit("{") + pl.concat_str(pairs, separator=",", ignore_nulls=True) + pl.lit("}")
+
+
+def _line_json() -> pl.Expr:
+    has_pid = pl.any_horizontal([pl.col(c).is_not_null() for c in PRODUCT_IDENTIFIER_COLUMNS])
+    pid = pl.when(has_pid).then(
+        pl.lit('"product_identifiers":')
+        + _object([_pair(c) for c in PRODUCT_IDENTIFIER_COLUMNS]))
+    return _object([*(_pair(c) for c in LINE_FIELDS), pid])
+
+
+def _bodies(validation: Validation, valid_ids: pl.Series) -> pl.DataFrame:
+    """``__capture`` → body text, for the valid captures."""
+    rows = validation.lines.filter(pl.col(CAPTURE_ID).is_in(valid_ids.implode()))
+    lines = (rows.filter(pl.col(LINE))
+             .group_by(CAPTURE_ID, maintain_order=True)
+             .agg(_line_json().str.join(",").alias("lines_json")))
+    has_ship = pl.any_horizontal([pl.col(c).is_not_null() for c in SHIPPING_COLUMNS])
+    ship = (rows.filter(has_ship | pl.col(SHIPPING_ROW).fill_null(False))
+            .select(CAPTURE_ID, _object([_pair(c) for c in SHIPPING_COLUMNS]).alias("item"))
+            .unique(maintain_order=True)
+            .group_by(CAPTURE_ID, maintain_order=True)
+            .agg(pl.col("item").str.join(",").alias("ship_json")))
+    caps = (validation.captures.filter(pl.col(CAPTURE_ID).is_in(valid_ids.implode()))
+            .join(lines, on=CAPTURE_ID, how="left")
+            .join(ship, on=CAPTURE_ID, how="left"))
+    body = _object([
+        _pair("captured_amount"),
+        _pair("description"),
+        _pair("capture_reference", "reference"),
+        _pair("shipping_delay"),
+        pl.when(pl.col("lines_json").is_not_null())
+        .then(pl.lit('"order_lines":[') + pl.col("lines_json") + pl.lit("]")),
+        pl.when(pl.col("ship_json").is_not_null())
+        .then(pl.lit('"shipping_info":[') + pl.col("ship_json") + pl.lit("]")),
+    ])
+    return caps.select(CAPTURE_ID, body.alias("body"))
+
+
+def _failure_rows(caps: pl.DataFrame, rule: str, column: str, message: str,
+                  value: pl.Expr) -> pl.DataFrame:
+    return caps.select(
+        pl.col(SOURCE_FILE).alias("source_file"), pl.col("first_row").alias("source_row"),
+        *IDENTITY_COLUMNS, pl.lit(column).alias("column"), pl.lit(rule).alias("rule"),
+        value.cast(pl.String).alias("value"), pl.lit(message).alias("message"))
+
+
+def plan_captures(validation: Validation) -> Plan:
+    """Bodies and keys for the valid captures; size and duplicate checks; one row per capture."""
+    caps = validation.captures
+    bodies = _bodies(validation, caps.filter(pl.col("valid"))[CAPTURE_ID])
+    caps = caps.join(bodies, on=CAPTURE_ID, how="left")
+    extra: list[pl.DataFrame] = []
+
+    too_big = pl.col("body").str.len_bytes() > MAX_BODY_BYTES
+    big = caps.filter(too_big.fill_null(False))
+    if big.height:
+        extra.append(_failure_rows(
+            big, "body_too_large", "order_lines",
+            f"the request body is over {MAX_BODY_BYTES:,} bytes (the API answers 413); split "
+            "the capture", pl.col("body").str.len_bytes()))
+
+    # The same identity in several files (or nested rows): one capture if the bodies agree.
+    ident = list(IDENTITY_COLUMNS)
+    caps = caps.with_columns(
+        pl.len().over(ident).alias("__copies"),
+        pl.col("body").n_unique().over(ident).alias("__bodies"),
+        (~pl.col("valid")).any().over(ident).alias("__any_invalid"))
+    dup = caps.filter((pl.col("__copies") > 1)
+                      & ((pl.col("__bodies") > 1) | pl.col("__any_invalid")))
+    if dup.height:
+        extra.append(_failure_rows(
+            dup, "duplicate_identity", "capture_reference",
+            "the same (order_id, capture_reference) appears again with different content; "
+            "give each capture its own reference", pl.col("capture_reference")))
+
+    failures = pl.concat([validation.failures, *extra], how="vertical_relaxed") if extra \
+        else validation.failures
+    caps = _merge_copies(caps)
+    caps = _with_verdicts(caps, extra)
+    keys = [idempotency_key(o, r) for o, r in caps.select(ident).iter_rows()]
+    caps = caps.with_columns(pl.Series("idempotency_key", keys, dtype=pl.String))
+    return Plan(captures=caps.select(PLAN_COLUMNS), failures=failures)
+
+
+def _merge_copies(caps: pl.DataFrame) -> pl.DataFrame:
+    """Identical copies of one capture become one row, listing every file it came from."""
+    ident = list(IDENTITY_COLUMNS)
+    files = pl.col(SOURCE_FILE).unique(maintain_order=True).str.join("; ")
+    merged = (caps.sort([SOURCE_FILE, "first_row"])
+              .group_by(ident, maintain_order=True)
+              .agg(pl.all().first(), files.alias("__files"),
+                   pl.col("source_rows").str.join("; ").alias("__rows")))
+    return merged.with_columns(
+        pl.when(pl.col("__copies") > 1).then(pl.col("__files")).otherwise(pl.col(SOURCE_FILE))
+        .alias(SOURCE_FILE),
+        pl.when(pl.col("__copies") > 1).then(pl.col("__rows")).otherwise(pl.col("source_rows"))
+        .alias("source_rows"))
+
+
+def _with_verdicts(caps: pl.DataFrame, extra: list[pl.DataFrame]) -> pl.DataFrame:
+    if extra:
+        more = (pl.concat(extra).group_by(IDENTITY_COLUMNS)
+                .agg(format_failure().str.join("; ").alias("__more")))
+        caps = caps.join(more, on=list(IDENTITY_COLUMNS), how="left").with_columns(
+            pl.concat_str(["error_messages", "__more"], separator="; ", ignore_nulls=True)
+            .alias("error_messages"),
+            (pl.col("valid") & pl.col("__more").is_null()).alias("valid"))
+    return caps.with_columns(
+        pl.when(pl.col("valid")).then(pl.lit("planned")).otherwise(pl.lit("invalid"))
+        .alias("status"),
+        pl.when(pl.col("valid")).then(None).otherwise(pl.lit("INVALID_INPUT")).alias("error_code"),
+        pl.when(pl.col("valid")).then(pl.col("body")).alias("body"),
+        pl.when(pl.col("error_messages") == "").then(None).otherwise(pl.col("error_messages"))
+        .alias("error_messages"),
+    )

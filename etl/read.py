@@ -1,0 +1,224 @@
+"""Read shipment exports: files and globs → one lazy polars frame in the long layout.
+
+First stage of the flow (read → validate → plan → …). It owns file formats, globs, the
+``--columns`` mapping and the nested layout; every row keeps its ``source_file`` and 1-based data
+row number ``source_row`` (header excluded) so that every later message can point at it.
+
+Cells are not judged here: CSV/TSV are read as text so that "abc" in ``quantity`` becomes a
+per-capture verdict in validate, never an unreadable file. What stops the run is only what
+makes the whole input unusable: a missing or unreadable file, an unknown format, a missing
+required column (``InputError``).
+"""
+
+from __future__ import annotations
+
+import glob
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from etl.errors import InputError
+from schemas.shipments import (
+    ALL_LINE_COLUMNS,
+    IDENTITY_COLUMNS,
+    KNOWN_COLUMNS,
+    REQUIRED_LINE_COLUMNS,
+    SOURCE_FILE,
+    SOURCE_ROW,
+)
+
+FORMATS = {
+    ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet",
+    ".ndjson": "ndjson", ".jsonl": "ndjson", ".arrow": "ipc", ".ipc": "ipc", ".feather": "ipc",
+}
+NESTED_LINES = "order_lines"
+NESTED_SHIPPING = "shipping_info"
+NESTED_PRODUCT_IDS = "product_identifiers"
+# Shipping rows of the nested layout carry this marker so that validate and plan can tell them
+# from order lines; long-layout rows never set it.
+SHIPPING_ROW = "__shipping_row"
+NESTED_FILE = "__nested_file"  # true on rows from a nested-layout file: each row is one capture
+
+
+@dataclass(frozen=True)
+class Shipments:
+    """The input, read lazily: one frame of rows, and the files it came from."""
+
+    rows: pl.LazyFrame
+    files: tuple[str, ...]
+    nested: bool  # some file had the nested layout: each of its rows is one capture
+
+
+def expand_inputs(patterns: Sequence[str]) -> list[Path]:
+    """Files and globs → existing files, in the order given, each once."""
+    paths: list[Path] = []
+    for pattern in patterns:
+        if glob.has_magic(pattern):
+            found = sorted(glob.glob(pattern, recursive=True))
+            if not found:
+                raise InputError(f"no file matches {pattern!r}: check the path and the pattern.")
+            paths += [Path(p) for p in found]
+        else:
+            path = Path(pattern)
+            if not path.is_file():
+                raise InputError(f"input file {pattern} does not exist or is not a file.")
+            paths.append(path)
+    unique: dict[Path, Path] = {}
+    for p in paths:
+        unique.setdefault(p.resolve(), p)
+    return list(unique.values())
+
+
+def load_column_map(path: Path | None) -> dict[str, str]:
+    """``--columns FILE``: TOML ``export_name = "api_name"`` pairs, flat or under ``[columns]``."""
+    if path is None:
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"cannot read column map {path}: {exc.strerror}.") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"column map {path} is not valid TOML: {exc}.") from exc
+    data = data.get("columns", data)
+    unknown = {v for v in data.values() if v not in KNOWN_COLUMNS}
+    bad = [k for k, v in data.items() if not isinstance(v, str)]
+    if bad or unknown:
+        names = ", ".join(sorted(map(str, unknown))) or ", ".join(bad)
+        raise InputError(f"column map {path} maps onto unknown column(s) {names}: map each export "
+                         "column to one of the documented input columns.")
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def _format_of(path: Path) -> str:
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        known = ", ".join(sorted(FORMATS))
+        raise InputError(f"{path}: unknown file format {path.suffix or '(no suffix)'!r}; "
+                         f"use one of {known}.")
+    return fmt
+
+
+def _scan(path: Path) -> pl.LazyFrame:
+    fmt = _format_of(path)
+    kw = {"row_index_name": SOURCE_ROW, "row_index_offset": 1}
+    if fmt in ("csv", "tsv"):
+        # Text in, judged later: a bad cell must not make the whole file unreadable.
+        return pl.scan_csv(path, separator="\t" if fmt == "tsv" else ",", infer_schema=False,
+                           **kw)  # type: ignore[arg-type]
+    if fmt == "parquet":
+        return pl.scan_parquet(path, **kw)  # type: ignore[arg-type]
+    if fmt == "ndjson":
+        return pl.scan_ndjson(path, infer_schema_length=None, **kw)  # type: ignore[arg-type]
+    return pl.scan_ipc(path, **kw)  # type: ignore[arg-type]
+
+
+def _schema(lf: pl.LazyFrame, path: Path) -> pl.Schema:
+    try:
+        return lf.collect_schema()
+    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+        raise InputError(f"cannot read {path}: {_first_line(exc)}. Check that the file is a "
+                         f"valid {path.suffix.lstrip('.')} file.") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0].rstrip(".") if text else type(exc).__name__
+
+
+def _flatten_nested(lf: pl.LazyFrame, schema: pl.Schema, path: Path) -> pl.LazyFrame:
+    """Nested layout → long: one row per order line, plus one marked row per shipping_info item.
+
+    A capture with an empty or missing ``order_lines`` list keeps one row with no line fields:
+    an amount-only capture, as in the long layout.
+    """
+    capture_cols = [c for c in schema if c not in (NESTED_LINES, NESTED_SHIPPING)]
+    parts: list[pl.LazyFrame] = []
+    if NESTED_LINES in schema:
+        lines = lf.select(*capture_cols, NESTED_LINES).explode(NESTED_LINES, empty_as_null=True)
+        dtype = schema[NESTED_LINES]
+        inner = getattr(dtype, "inner", None)
+        if not isinstance(inner, pl.Struct):
+            raise InputError(f"{path}: column {NESTED_LINES} must be a list of structs with the "
+                             "API's order line fields; use the long layout otherwise.")
+        lines = lines.unnest(NESTED_LINES)
+        fields = {f.name: f.dtype for f in inner.fields}
+        if NESTED_PRODUCT_IDS in fields and isinstance(fields[NESTED_PRODUCT_IDS], pl.Struct):
+            lines = lines.unnest(NESTED_PRODUCT_IDS)
+        parts.append(lines)
+    else:
+        parts.append(lf.select(capture_cols))
+    if NESTED_SHIPPING in schema:
+        ship = (lf.select(*IDENTITY_COLUMNS, SOURCE_ROW, NESTED_SHIPPING)
+                .explode(NESTED_SHIPPING).drop_nulls(NESTED_SHIPPING)
+                .unnest(NESTED_SHIPPING)
+                .with_columns(pl.lit(True).alias(SHIPPING_ROW)))
+        parts.append(ship)
+    return pl.concat(parts, how="diagonal_relaxed")
+
+
+def _read_one(path: Path, column_map: dict[str, str]) -> tuple[pl.LazyFrame, bool]:
+    lf = _scan(path)
+    schema = _schema(lf, path)
+    duplicated = [c for c in schema if c.endswith("_duplicated_0")]
+    if duplicated:
+        raise InputError(f"{path}: column {duplicated[0].removesuffix('_duplicated_0')!r} appears "
+                         "more than once in the header; rename or remove the duplicate.")
+    renames = {src: dst for src, dst in column_map.items() if src in schema and src != dst}
+    clash = [dst for dst in renames.values() if dst in schema and dst not in renames]
+    if clash:
+        raise InputError(f"{path}: the column map renames a column to {clash[0]!r}, which the "
+                         "file already has; remove one of the two from the map or the file.")
+    lf = lf.rename(renames)
+    schema = pl.Schema({renames.get(k, k): v for k, v in schema.items()})
+    nested = NESTED_LINES in schema or NESTED_SHIPPING in schema
+    if nested:
+        lf = _flatten_nested(lf, schema, path)
+        schema = _schema(lf, path)
+    for col in IDENTITY_COLUMNS:
+        if col not in schema:
+            hint = " (map it with --columns if the export names it differently)"
+            raise InputError(f"{path}: required column {col!r} is missing{hint}.")
+    present = {c for c in schema if c in KNOWN_COLUMNS}
+    line_cols = present & set(ALL_LINE_COLUMNS)
+    if line_cols:
+        missing = [c for c in REQUIRED_LINE_COLUMNS if c not in present]
+        if missing:
+            raise InputError(f"{path}: required order line column {missing[0]!r} is missing "
+                             f"(the file has line column(s) {', '.join(sorted(line_cols))}); add "
+                             "it, or map it with --columns.")
+    elif "captured_amount" not in present:
+        raise InputError(f"{path}: has neither order line columns "
+                         f"({', '.join(REQUIRED_LINE_COLUMNS)}) nor 'captured_amount'; add one "
+                         "of the two.")
+    keep = [c for c in schema if c in KNOWN_COLUMNS or c in (SOURCE_ROW, SHIPPING_ROW)]
+    lf = lf.select(keep).with_columns(pl.lit(str(path), dtype=pl.String).alias(SOURCE_FILE),
+                                      pl.lit(nested).alias(NESTED_FILE))
+    return lf, nested
+
+
+def read_shipments(inputs: Sequence[str], column_map: dict[str, str] | None = None) -> Shipments:
+    """Every input file, lazily, in one long frame with every known column present.
+
+    Columns a file lacks are added as nulls; the dtype of each column is whatever the file has
+    (text for CSV); ``etl/validate.py`` coerces and judges.
+    """
+    paths = expand_inputs(inputs)
+    if not paths:
+        raise InputError("no input file given: name at least one file or glob.")
+    frames: list[pl.LazyFrame] = []
+    nested = False
+    for path in paths:
+        lf, is_nested = _read_one(path, column_map or {})
+        nested |= is_nested
+        frames.append(lf)
+    rows = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+    names = rows.collect_schema().names()
+    missing = [c for c in (*KNOWN_COLUMNS, SHIPPING_ROW) if c not in names]
+    rows = rows.with_columns(
+        [pl.lit(None, dtype=pl.Boolean if c == SHIPPING_ROW else pl.String).alias(c)
+         for c in missing])
+    return Shipments(rows=rows, files=tuple(str(p) for p in paths), nested=nested)
+

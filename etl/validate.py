@@ -1,0 +1,355 @@
+"""Validate shipment rows: coerce cells, run every rule, and give each capture a verdict.
+
+Second stage (read → **validate** → plan → …). Input: the lazy frame from ``etl/read.py``.
+Output: ``Validation`` with the typed rows, one row per capture with its verdict, and one row per
+failed check (the rejects), each naming file, 1-based data row, column, rule and value.
+
+All rules are vectorised polars expressions (``schemas/shipments.py``) evaluated in one pass;
+every row rule sets one bit of a per-row mask, so a clean row costs a few integer operations and
+a failing one is explained afterwards from the (usually small) set of failing rows. A capture
+with any failing row is invalid as a whole and is never sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import polars as pl
+
+from etl.currency import EXPONENTS
+from etl.read import NESTED_FILE, SHIPPING_ROW, Shipments
+from schemas.limits import MAX_AMOUNT, MAX_ORDER_LINES, MAX_SHIPPING_INFO
+from schemas.shipments import (
+    AMOUNT_COLUMNS,
+    IDENTITY_COLUMNS,
+    INTEGER_COLUMNS,
+    IS_LINE_ROW,
+    ROW_RULES,
+    SHIPPING_COLUMNS,
+    SOURCE_FILE,
+    SOURCE_ROW,
+    STRING_COLUMNS,
+    Rule,
+)
+
+Amounts = Literal["minor", "major"]
+
+MASK = "__mask"
+BAD_VALUES = "__bad_values"  # "col\x1fraw\x1e…" for cells that did not parse; null otherwise
+INSTANCE = "__instance"  # nested layout: the capture's own row; long layout: 0
+CAPTURE_ID = "__capture"  # dense integer id of a capture instance
+LINE = "__is_line"
+FAILURE_COLUMNS = ("source_file", "source_row", "order_id", "capture_reference", "column", "rule",
+                   "value", "message")
+MAX_MESSAGES_PER_CAPTURE = 20
+_SEP_FIELD, _SEP_ITEM = "\x1f", "\x1e"
+
+
+@dataclass(frozen=True)
+class Validation:
+    """What validate found. ``captures`` has one row per capture instance (see ``INSTANCE``)."""
+
+    lines: pl.DataFrame  # typed rows, with CAPTURE_ID; shipping rows of the nested layout too
+    captures: pl.DataFrame  # identity, amounts, currency, counts, sources, valid, error_messages
+    failures: pl.DataFrame  # one row per failed check, columns FAILURE_COLUMNS
+
+
+# --- coercion --------------------------------------------------------------------------------
+def _parse_rules(amounts: Amounts) -> tuple[Rule, ...]:
+    code = "not_decimal" if amounts == "major" else "not_integer"
+    rules = []
+    for col in INTEGER_COLUMNS:
+        major = amounts == "major" and col in AMOUNT_COLUMNS
+        msg = ("is not a decimal amount with at most the currency's decimals (never rounded)"
+               if major else "is not an integer" + (" in minor units" if col in AMOUNT_COLUMNS
+                                                    else ""))
+        rules.append(Rule(code if major else "not_integer", col, msg, pl.col(f"__bad_{col}")))
+    return tuple(rules)
+
+
+def _integer_text(raw: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    text = raw.cast(pl.String).str.strip_chars()
+    text = pl.when(text == "").then(None).otherwise(text)
+    ok = text.str.contains(r"^[+-]?\d{1,18}$")
+    return pl.when(ok).then(text.cast(pl.Int64, strict=False)), text.is_not_null() & ~ok
+
+
+def _coerce_integer(name: str, dtype: pl.DataType) -> tuple[pl.Expr, pl.Expr]:
+    """(typed Int64 value, bad flag) for a minor-unit or count column of any source dtype."""
+    raw = pl.col(name)
+    if dtype.is_integer():
+        value = raw.cast(pl.Int64, strict=False)
+        return value, raw.is_not_null() & value.is_null()
+    if dtype.is_float():
+        # A float cell is accepted only when it holds an exact integer (Parquet exports do that).
+        good = raw.is_finite() & (raw == raw.round(0)) & (raw.abs() < 2**53)
+        return pl.when(good).then(raw.cast(pl.Int64)), raw.is_not_null() & ~good.fill_null(False)
+    if dtype == pl.String or dtype == pl.Null:
+        return _integer_text(raw)
+    return pl.lit(None, dtype=pl.Int64), raw.is_not_null()
+
+
+def _exponent_of_currency() -> pl.Expr:
+    return pl.col("currency").cast(pl.String).str.to_uppercase().replace_strict(
+        EXPONENTS, default=None, return_dtype=pl.Int64)
+
+
+_POW10 = {e: 10**e for e in range(0, 10)}
+
+
+def _coerce_major(name: str, dtype: pl.DataType) -> tuple[pl.Expr, pl.Expr]:
+    """A decimal in major units → exact minor units by the row's currency exponent."""
+    raw = pl.col(name)
+    if dtype.is_integer():
+        text = raw.cast(pl.String)
+    elif dtype.is_float():
+        # Shortest round-trip text of the float: 12.3 stays "12.3"; 0.1+0.2 shows its noise
+        # and is rejected below rather than rounded.
+        text = pl.when(raw.is_finite()).then(raw.cast(pl.String)).otherwise(pl.lit("bad"))
+        text = text.str.replace(r"\.0$", "")
+    else:
+        text = raw.cast(pl.String)
+    text = text.str.strip_chars()
+    text = pl.when(text == "").then(None).otherwise(text)
+    parts = text.str.extract_groups(r"^([+-]?)(\d{1,15})(?:\.(\d{0,9}))?$")
+    sign, whole, frac = (parts.struct.field(f) for f in ("1", "2", "3"))
+    frac = frac.fill_null("")
+    exp = _exponent_of_currency()
+    frac_len = frac.str.len_chars().cast(pl.Int64)
+    ok = whole.is_not_null() & exp.is_not_null() & (frac_len <= exp)
+    scale = exp.replace_strict(_POW10, default=None, return_dtype=pl.Int64)
+    pad = (exp - frac_len).replace_strict(_POW10, default=None, return_dtype=pl.Int64)
+    magnitude = (whole.cast(pl.Int64, strict=False) * scale
+                 + (pl.when(frac == "").then(pl.lit("0")).otherwise(frac))
+                 .cast(pl.Int64, strict=False) * pad)
+    value = pl.when(ok).then(pl.when(sign == "-").then(-magnitude).otherwise(magnitude))
+    return value, text.is_not_null() & ~ok.fill_null(False)
+
+
+def coerce(rows: pl.LazyFrame, amounts: Amounts = "minor") -> pl.LazyFrame:
+    """Every known column to its type; integer cells that do not parse become null plus a flag."""
+    schema = rows.collect_schema()
+    exprs: list[pl.Expr] = []
+    bad_flags: list[pl.Expr] = []
+    for col in INTEGER_COLUMNS:
+        major = amounts == "major" and col in AMOUNT_COLUMNS
+        value, bad = (_coerce_major if major else _coerce_integer)(col, schema[col])
+        exprs += [value.alias(col), bad.alias(f"__bad_{col}")]
+        bad_flags.append(pl.when(bad).then(pl.lit(col + _SEP_FIELD)
+                                           + pl.col(col).cast(pl.String)))
+    exprs += [pl.col(c).cast(pl.String).alias(c) for c in STRING_COLUMNS]
+    exprs.append(pl.concat_str(bad_flags, separator=_SEP_ITEM, ignore_nulls=True)
+                 .alias(BAD_VALUES))
+    typed = rows.with_columns(exprs)
+    # concat_str of all-null is "" with ignore_nulls: normalise to null so clean rows stay cheap.
+    return typed.with_columns(pl.when(pl.col(BAD_VALUES) == "").then(None)
+                              .otherwise(pl.col(BAD_VALUES)).alias(BAD_VALUES))
+
+
+def all_row_rules(amounts: Amounts) -> tuple[Rule, ...]:
+    """Every row rule, in mask-bit order: parse failures first, then the contract."""
+    extra: tuple[Rule, ...] = ()
+    if amounts == "major":
+        extra = (Rule("required", "currency", "is required with --amounts major (it fixes the "
+                      "number of decimals)", pl.col("currency").is_null()),)
+    return _parse_rules(amounts) + extra + ROW_RULES
+
+
+def _mask(rules: tuple[Rule, ...]) -> list[pl.Expr]:
+    """Row rules packed into UInt64 words, one bit per rule."""
+    words = []
+    for start in range(0, len(rules), 64):
+        chunk = rules[start:start + 64]
+        words.append(pl.sum_horizontal(
+            [r.fails.fill_null(False).cast(pl.UInt64) * (1 << i) for i, r in enumerate(chunk)]
+        ).cast(pl.UInt64).alias(f"{MASK}{start // 64}"))
+    return words
+
+
+# --- the pass ---------------------------------------------------------------------------------
+def validate_shipments(shipments: Shipments, amounts: Amounts = "minor") -> Validation:
+    """Coerce, run every row and capture rule, and return the verdicts."""
+    rules = all_row_rules(amounts)
+    typed = coerce(shipments.rows, amounts)
+    is_ship = pl.col(SHIPPING_ROW).fill_null(False)
+    # Shipping rows of the nested layout carry no line fields but are not amount-only rows.
+    rule_rows = typed.with_columns(
+        (IS_LINE_ROW & ~is_ship).alias(LINE),
+        pl.when(is_ship).then(None).otherwise(pl.col("captured_amount")).alias("captured_amount"),
+    )
+    words = _mask(_for_rows(rules))
+    masked = rule_rows.with_columns(words).drop([f"__bad_{c}" for c in INTEGER_COLUMNS])
+    df = masked.collect(engine="streaming")
+    df = _assign_instances(df)
+    row_failures = _explain_rows(df, rules, len(words))
+    captures, capture_failures = _capture_rules(df)
+    failures = pl.concat([row_failures, capture_failures], how="vertical_relaxed")
+    captures = _attach_verdicts(captures, failures)
+    return Validation(lines=df.drop([f"{MASK}{i}" for i in range(len(words))] + [BAD_VALUES]),
+                      captures=captures, failures=_sorted_failures(failures))
+
+
+def _for_rows(rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
+    # Shipping rows (nested layout) carry only identity and shipping fields: line-row and
+    # amount rules do not apply to them, so each rule's condition is masked for them.
+    # A cell that did not parse is reported as such, not again as missing.
+    not_ship = ~pl.col(SHIPPING_ROW).fill_null(False)
+
+    def scoped(r: Rule) -> pl.Expr:
+        fails = r.fails
+        if r.code == "required" and r.column in INTEGER_COLUMNS:
+            fails = fails & ~pl.col(f"__bad_{r.column}")
+        return fails if r.column in (*IDENTITY_COLUMNS, *SHIPPING_COLUMNS) else fails & not_ship
+
+    return tuple(Rule(r.code, r.column, r.message, scoped(r)) for r in rules)
+
+
+def _assign_instances(df: pl.DataFrame) -> pl.DataFrame:
+    """A capture instance: its identity within one file (and, nested, within one row)."""
+    inst = pl.when(pl.col(NESTED_FILE)).then(pl.col(SOURCE_ROW)).otherwise(pl.lit(0, pl.UInt32))
+    df = df.with_columns(inst.alias(INSTANCE))
+    keys = [*IDENTITY_COLUMNS, SOURCE_FILE, INSTANCE]
+    return df.with_columns(
+        pl.struct(keys).rank("dense").cast(pl.UInt32).alias(CAPTURE_ID))
+
+
+def _explain_rows(df: pl.DataFrame, rules: tuple[Rule, ...], n_words: int) -> pl.DataFrame:
+    """One failure row per (row, broken rule), with the offending value as text."""
+    masks = [f"{MASK}{i}" for i in range(n_words)]
+    bad = df.filter(pl.any_horizontal([pl.col(m) != 0 for m in masks]))
+    if bad.is_empty():
+        return _empty_failures()
+    parts = []
+    for i, rule in enumerate(rules):
+        word, bit = divmod(i, 64)
+        hit = bad.filter((pl.col(f"{MASK}{word}") & (1 << bit)) != 0)
+        if hit.is_empty():
+            continue
+        if rule.code in ("not_integer", "not_decimal"):
+            value = (pl.col(BAD_VALUES).str.split(_SEP_ITEM).list.eval(
+                pl.element().filter(pl.element().str.starts_with(rule.column + _SEP_FIELD)))
+                .list.first().str.split(_SEP_FIELD).list.get(1, null_on_oob=True))
+        else:
+            value = pl.col(rule.column).cast(pl.String)
+        parts.append(hit.select(
+            pl.col(SOURCE_FILE).alias("source_file"), pl.col(SOURCE_ROW).alias("source_row"),
+            *IDENTITY_COLUMNS, pl.lit(rule.column).alias("column"),
+            pl.lit(rule.code).alias("rule"), value.alias("value"),
+            pl.lit(rule.message).alias("message")))
+    return pl.concat(parts, how="vertical_relaxed") if parts else _empty_failures()
+
+
+def _empty_failures() -> pl.DataFrame:
+    return pl.DataFrame(schema={
+        "source_file": pl.String, "source_row": pl.UInt32, "order_id": pl.String,
+        "capture_reference": pl.String, "column": pl.String, "rule": pl.String,
+        "value": pl.String, "message": pl.String})
+
+
+def _n_distinct(col: str) -> pl.Expr:
+    return pl.col(col).drop_nulls().n_unique()
+
+
+CONSISTENT_COLUMNS = ("captured_amount", "description", "shipping_delay", "currency")
+
+
+def _capture_rules(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Aggregate per capture instance and apply the capture-level rules."""
+    line = pl.col(LINE)
+    ship_key = pl.struct(list(SHIPPING_COLUMNS))
+    has_ship = pl.any_horizontal([pl.col(c).is_not_null() for c in SHIPPING_COLUMNS])
+    caps = df.group_by(CAPTURE_ID).agg(
+        pl.col(*IDENTITY_COLUMNS, SOURCE_FILE).first(),
+        pl.col(SOURCE_ROW).min().alias("first_row"),
+        pl.col(SOURCE_ROW).max().alias("last_row"),
+        pl.col(SOURCE_ROW).n_unique().alias("n_rows"),
+        pl.col(SOURCE_ROW).unique().sort().alias("rows"),
+        line.sum().cast(pl.Int64).alias("order_line_count"),
+        pl.col("total_amount").filter(line).sum().alias("lines_total"),
+        *[pl.col(c).drop_nulls().first().alias(c) for c in CONSISTENT_COLUMNS],
+        *[_n_distinct(c).alias(f"__n_{c}") for c in CONSISTENT_COLUMNS],
+        ship_key.filter(has_ship).n_unique().alias("shipping_info_count"),
+    )
+    caps = caps.with_columns(
+        pl.when(pl.col("order_line_count") > 0)
+        .then(pl.col("captured_amount").fill_null(pl.col("lines_total")))
+        .otherwise(pl.col("captured_amount")).alias("captured_amount"),
+        pl.col("captured_amount").alias("__given_amount"),
+    )
+    checks: list[tuple[str, str, str, pl.Expr, pl.Expr]] = [
+        (c, "inconsistent", "differs between the rows of this capture; use one value",
+         pl.col(f"__n_{c}") > 1, pl.lit(None, pl.String)) for c in CONSISTENT_COLUMNS
+    ]
+    checks += [
+        ("captured_amount", "captured_amount_sum",
+         "differs from the sum of the lines' total_amount",
+         (pl.col("order_line_count") > 0) & pl.col("__given_amount").is_not_null()
+         & (pl.col("__given_amount") != pl.col("lines_total")),
+         pl.format("{} (lines sum to {})", pl.col("__given_amount"), pl.col("lines_total"))),
+        ("captured_amount", "range", f"must be between 0 and {MAX_AMOUNT}",
+         (pl.col("captured_amount") < 0) | (pl.col("captured_amount") > MAX_AMOUNT),
+         pl.col("captured_amount").cast(pl.String)),
+        ("order_lines", "too_many_lines", f"a capture has at most {MAX_ORDER_LINES} order lines",
+         pl.col("order_line_count") > MAX_ORDER_LINES, pl.col("order_line_count").cast(pl.String)),
+        ("shipping_info", "too_many_shipping_info",
+         f"a capture has at most {MAX_SHIPPING_INFO} distinct shipping_info items",
+         pl.col("shipping_info_count") > MAX_SHIPPING_INFO,
+         pl.col("shipping_info_count").cast(pl.String)),
+    ]
+    parts = []
+    for column, code, message, cond, value in checks:
+        hit = caps.filter(cond.fill_null(False))
+        if hit.height:
+            parts.append(hit.select(
+                pl.col(SOURCE_FILE).alias("source_file"), pl.col("first_row").alias("source_row"),
+                *IDENTITY_COLUMNS, pl.lit(column).alias("column"), pl.lit(code).alias("rule"),
+                value.cast(pl.String).alias("value"), pl.lit(message).alias("message"),
+                pl.col(CAPTURE_ID)))
+    failures = (pl.concat(parts, how="vertical_relaxed") if parts
+                else _empty_failures().with_columns(pl.lit(None, pl.UInt32).alias(CAPTURE_ID)))
+    caps = caps.with_columns(source_rows_expr()).drop(
+        [f"__n_{c}" for c in CONSISTENT_COLUMNS] + ["__given_amount", "rows"])
+    return caps, failures.drop(CAPTURE_ID)
+
+
+def source_rows_expr() -> pl.Expr:
+    """"12-14" for a contiguous block of rows, else "3,7,9": where a capture's rows came from."""
+    contiguous = pl.col("n_rows") == pl.col("last_row") - pl.col("first_row") + 1
+    return (pl.when(pl.col("n_rows") == 1).then(pl.col("first_row").cast(pl.String))
+            .when(contiguous).then(pl.format("{}-{}", pl.col("first_row"), pl.col("last_row")))
+            .otherwise(pl.col("rows").cast(pl.List(pl.String)).list.join(","))
+            .alias("source_rows"))
+
+
+def format_failure() -> pl.Expr:
+    """One human sentence per failure: where, what, and the value."""
+    value = pl.when(pl.col("value").is_null()).then(pl.lit("")).otherwise(
+        pl.lit(" (got '") + pl.col("value").str.slice(0, 60) + pl.lit("')"))
+    return pl.format("{} row {}, column {}: {} [{}]{}", pl.col("source_file"),
+                     pl.col("source_row"), pl.col("column"), pl.col("message"), pl.col("rule"),
+                     value)
+
+
+def _attach_verdicts(captures: pl.DataFrame, failures: pl.DataFrame) -> pl.DataFrame:
+    """valid / error_messages per capture instance, joined on identity + file."""
+    keys = [*IDENTITY_COLUMNS, SOURCE_FILE]
+    if failures.is_empty():
+        return captures.with_columns(pl.lit(True).alias("valid"),
+                                     pl.lit(None, pl.String).alias("error_messages"))
+    per = (failures.rename({"source_file": SOURCE_FILE})
+           .sort("source_row")
+           .group_by(keys).agg(
+               format_failure().head(MAX_MESSAGES_PER_CAPTURE).alias("msgs"),
+               pl.len().alias("n_fail")))
+    per = per.with_columns(
+        (pl.col("msgs").list.join("; ")
+         + pl.when(pl.col("n_fail") > MAX_MESSAGES_PER_CAPTURE)
+         .then(pl.format("; … and {} more", pl.col("n_fail") - MAX_MESSAGES_PER_CAPTURE))
+         .otherwise(pl.lit(""))).alias("error_messages")).select(*keys, "error_messages")
+    out = captures.join(per, on=keys, how="left", nulls_equal=True)
+    return out.with_columns(pl.col("error_messages").is_null().alias("valid"))
+
+
+def _sorted_failures(failures: pl.DataFrame) -> pl.DataFrame:
+    return failures.select(FAILURE_COLUMNS).sort(["source_file", "source_row", "column"])
