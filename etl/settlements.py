@@ -37,10 +37,12 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Protocol
 
+import pandera.polars as pa
 import polars as pl
 
 from etl.currency import EXPONENTS, exponent
 from etl.errors import InputError
+from schemas.settlements import SettlementTransactions
 
 # The payout equation's sign per transaction type (api.md § Settlements, Payout).
 DIRECTION: dict[str, int] = {
@@ -103,7 +105,20 @@ def read_settlements(paths: Iterable[str | Path]) -> pl.DataFrame:
     frames = [read_settlement_file(Path(p)) for p in paths]
     if not frames:
         raise InputError("no settlement file given: pass --settlement FILE (CSV or JSON).")
-    return dedupe_transactions(pl.concat(frames, how="vertical"))
+    return _validated(dedupe_transactions(pl.concat(frames, how="vertical")))
+
+
+def _validated(frame: pl.DataFrame) -> pl.DataFrame:
+    """The frame against ``SettlementTransactions``; a failure names its file and row."""
+    try:
+        return SettlementTransactions.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        case = exc.failure_cases.row(0, named=True)
+        index = case.get("index")
+        where = (f"{frame['source_file'][index]} row {frame['source_row'][index]}"
+                 if isinstance(index, int) else "the settlements")
+        raise InputError(f"{where}, column {case['column']}: {case['failure_case']!r} fails "
+                         f"{case['check']}: correct the settlement file.") from exc
 
 
 def read_settlement_file(path: Path) -> pl.DataFrame:

@@ -200,3 +200,10 @@ def test_fetch_follows_pages_and_reads_back(tmp_path: Path) -> None:
     frame = read_settlements([path])
     assert frame.height == 9
     assert frame["total_settlement_amount"].unique().to_list() == [100]
+
+
+def test_schema_failure_names_file_and_row(tmp_path: Path) -> None:
+    path = tmp_path / "odd.csv"
+    path.write_text("type,amount,posting_currency\nSALE,1.00,EUR\nSA LE,2.00,EUR\n")
+    with pytest.raises(InputError, match=r"odd\.csv row 2, column type: 'SA LE' fails"):
+        read_settlements([path])
