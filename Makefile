@@ -16,7 +16,8 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/bulkcapture validate sample_data/shipments.csv || test $$? -eq 3
-	$(BIN)/bulkcapture run sample_data/shipments.csv --dry-run --results demo_out/captures_dryrun.parquet --overwrite || test $$? -eq 3
+	mkdir -p demo_out
+	$(BIN)/bulkcapture run sample_data/shipments.csv --sandbox --ledger demo_out/ledger.sqlite --results demo_out/captures.parquet --overwrite --rate 200 || test $$? -eq 3
 
 test: $(STAMP)
 	$(BIN)/ruff check etl schemas tests bench

@@ -33,6 +33,7 @@ class CaptureRequest:
     captured_amount: int
     currency: str | None
     body: bytes
+    generation: int = 0  # bumped by the ledger after a definitive refusal (see etl/plan.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Wire the stages: read → validate → plan → (send → record) → results → summary.
+"""Wire the stages: read → validate → plan → decide → send → record → results → summary.
 
 ``check_inputs`` serves ``bulkcapture validate``; ``run_batch`` serves ``bulkcapture run``. Both
 return a ``RunSummary``; the CLI only renders it and picks the exit code.
@@ -6,20 +6,39 @@ return a ``RunSummary``; the CLI only renders it and picks the exit code.
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import threading
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import httpx
 import polars as pl
 
-from etl.config import Settings
+from etl.client import ApiClient
+from etl.config import Credentials, Settings
+from etl.errors import AuthenticationError, ConfigError, RunAborted
+from etl.ledger import Ledger, resolve_ledger_path
+from etl.model import CaptureRequest
 from etl.plan import Plan, plan_captures
+from etl.progress import Progress
 from etl.read import load_column_map, read_shipments
-from etl.results import build_results, check_results_path, write_atomic, write_results
+from etl.results import (
+    OUTCOME_COLUMNS,
+    build_results,
+    check_results_path,
+    write_atomic,
+    write_results,
+)
+from etl.resume import check_orders, decide, outcome_row
+from etl.send import SendPolicy, send_captures
 from etl.summary import RunSummary, summarize
 from etl.validate import validate_shipments
+from schemas.results import RESULT_SCHEMA
 
 REJECT_FORMATS = (".csv", ".parquet", ".ndjson", ".jsonl")
 
@@ -81,4 +100,127 @@ def run_dry(inputs: list[str], settings: Settings, results_path: Path,
     write_results(results, results_path)
     return summarize(results, command="run", run_id=run_id, dry_run=True,
                      elapsed_s=time.perf_counter() - start, results_path=str(results_path),
+                     failures_by_rule=failures_by_rule(loaded.plan.failures))
+
+
+# --- the real run -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Target:
+    """Where captures go and with which credential (secrets masked in repr)."""
+
+    base_url: str
+    credentials: Credentials
+
+
+def outcomes_frame(rows: dict[tuple[str, str], dict[str, Any]]) -> pl.DataFrame:
+    """Result rows keyed by identity → a frame ``build_results`` can join."""
+    records = [{"order_id": o, "capture_reference": r, **v} for (o, r), v in rows.items()]
+    schema: dict[str, pl.DataType] = {"order_id": pl.String(), "capture_reference": pl.String(),
+                                      **{c: RESULT_SCHEMA[c] for c in OUTCOME_COLUMNS}}
+    return pl.DataFrame(records, schema=schema)
+
+
+@dataclass
+class Sent:
+    """What the decide-and-send step came to."""
+
+    rows: dict[tuple[str, str], dict[str, Any]]  # result rows by identity
+    aborted: RunAborted | None = None
+    seconds: float = 0.0  # time spent sending
+    sent: int = 0  # captures that went on the wire this run
+
+
+async def _send_all(requests: list[CaptureRequest], ledger: Ledger, target: Target,
+                    settings: Settings, stop: asyncio.Event, progress: Progress | None,
+                    transport: httpx.AsyncBaseTransport | None) -> Sent:
+    """Decide against the ledger, check orders where needed, send the rest."""
+    decisions = decide(requests, ledger)
+    policy = SendPolicy.from_settings(settings)
+    async with ApiClient(target.base_url, target.credentials, timeout=settings.timeout,
+                         max_connections=settings.concurrency, transport=transport) as client:
+        try:
+            await check_orders(decisions, client, ledger, ledger.now())
+        except AuthenticationError as exc:
+            return Sent(dict(decisions.done), aborted=exc)
+        if progress:
+            progress.start(len(decisions.send))
+        try:
+            report = await send_captures(
+                decisions.send, client, ledger, policy, stop=stop,
+                on_progress=progress.advance if progress else None)
+        finally:
+            if progress:
+                progress.stop()
+    out = Sent(dict(decisions.done), report.aborted, report.elapsed)
+    by_key = {r.idempotency_key: r for r in decisions.send}
+    for key, outcome in report.outcomes.items():
+        req = by_key[key]
+        out.rows[(req.order_id, req.capture_reference)] = outcome_row(req, outcome)
+        out.sent += outcome.status != "not_sent"
+    return out
+
+
+def _install_signals(stop: asyncio.Event) -> list[signal.Signals]:
+    """SIGINT/SIGTERM set ``stop``: no new capture starts, those in flight finish."""
+    if threading.current_thread() is not threading.main_thread():
+        return []
+    loop = asyncio.get_running_loop()
+    sigs = [signal.SIGINT, signal.SIGTERM]
+    for sig in sigs:
+        loop.add_signal_handler(sig, stop.set)
+    return sigs
+
+
+def run_batch(inputs: list[str], settings: Settings, target: Target | None, results_path: Path,
+              *, overwrite: bool = False, lock_wait: float = 0.0,
+              progress: Progress | None = None,
+              transport: httpx.AsyncBaseTransport | None = None) -> RunSummary:
+    """``bulkcapture run``: pre-flight, read, validate, plan, decide, send, record, write.
+
+    Pre-flight (before any money moves): credentials and target present, results path
+    writable, input readable and validated, ledger open and locked. Results are written also
+    when the run is aborted (401, circuit breaker, signal); the summary then carries the reason
+    and the caller exits 1.
+    """
+    check_results_path(results_path, overwrite)
+    if target is None:
+        raise ConfigError("no target: set BULKCAPTURE_BASE_URL or pass --base-url, --provider, "
+                          "or --sandbox.")
+    start = time.perf_counter()
+    loaded = load_plan(inputs, settings)
+    ledger_path = resolve_ledger_path(settings.ledger)
+    run_id = new_run_id(datetime.now(UTC))
+    ledger = Ledger(ledger_path)
+    done = Sent({})
+    try:
+        ledger.lock.acquire(lock_wait, run_id)
+        try:
+            ledger.begin_run(run_id, inputs)
+            requests = list(loaded.plan.requests())
+
+            async def main() -> Sent:
+                stop = asyncio.Event()
+                sigs = _install_signals(stop)
+                try:
+                    return await _send_all(requests, ledger, target, settings, stop, progress,
+                                           transport)
+                finally:
+                    loop = asyncio.get_running_loop()
+                    for sig in sigs:
+                        loop.remove_signal_handler(sig)
+
+            done = asyncio.run(main())
+            results = build_results(loaded.plan, run_id, outcomes_frame(done.rows),
+                                    unsent="not_sent")
+            write_results(results, results_path)
+            ledger.end_run(f"aborted: {done.aborted}" if done.aborted else "finished")
+        finally:
+            ledger.lock.release()
+    finally:
+        ledger.close()
+    return summarize(results, command="run", run_id=run_id, dry_run=False,
+                     elapsed_s=time.perf_counter() - start, sent=done.sent,
+                     send_seconds=done.seconds, results_path=str(results_path),
+                     ledger_path=str(ledger_path),
+                     aborted=str(done.aborted) if done.aborted else None,
                      failures_by_rule=failures_by_rule(loaded.plan.failures))
