@@ -209,7 +209,8 @@ def test_get_json_and_get_text_and_get_order() -> None:
 def test_repr_shows_no_secret() -> None:
     client = ApiClient(BASE, CREDS, transport=httpx.MockTransport(lambda r: httpx.Response(200)))
     try:
-        assert TOKEN not in repr(client) and PASSWORD not in repr(vars(client))
+        for text in (repr(client), repr(vars(client))):
+            assert TOKEN not in text and PASSWORD not in text and USER not in text
     finally:
         asyncio.run(client.aclose())
 
