@@ -153,7 +153,12 @@ class RunLock:
 
     def acquire(self, wait: float = 0.0, run_id: str = "",
                 sleep: Callable[[float], None] = time.sleep) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise LedgerError(f"cannot create the ledger lock {self.path}: {exc.strerror}; "
+                              "choose another --ledger path.") from exc
         deadline = time.monotonic() + wait
         while True:
             try:
@@ -191,12 +196,14 @@ class Ledger:
         self.run_id: str | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            # timeout= is the busy timeout from the first statement on: a reader (the ledger
+            # command) may open it while a run writes.
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                      timeout=10.0)
             self.db.row_factory = sqlite3.Row
             self.db.execute("PRAGMA journal_mode=WAL")
             # FULL: each commit is fsynced, so an intent is on disk before its request leaves.
             self.db.execute("PRAGMA synchronous=FULL")
-            self.db.execute("PRAGMA busy_timeout=10000")
             self.db.executescript(_SCHEMA)
             version = self.db.execute("SELECT value FROM meta WHERE key='schema_version'")
             found = version.fetchone()
@@ -212,7 +219,6 @@ class Ledger:
         except OSError as exc:
             raise LedgerError(f"cannot open ledger {path}: {exc.strerror}; choose another "
                               "--ledger path.") from exc
-        self.lock = RunLock(path)
 
     def close(self) -> None:
         self.db.close()

@@ -21,8 +21,8 @@ import polars as pl
 
 from etl.client import ApiClient
 from etl.config import Credentials, Settings
-from etl.errors import AuthenticationError, ConfigError, RunAborted
-from etl.ledger import Ledger, resolve_ledger_path
+from etl.errors import AuthenticationError, ConfigError, InputError, RunAborted
+from etl.ledger import Ledger, RunLock, resolve_ledger_path
 from etl.model import CaptureRequest
 from etl.plan import Plan, plan_captures
 from etl.progress import Progress
@@ -50,11 +50,53 @@ class Loaded:
 
 
 def load_plan(inputs: list[str], settings: Settings) -> Loaded:
-    """Read, validate and plan: everything that happens before any money could move."""
+    """Read, validate and plan: everything that happens before any money could move.
+
+    The reader is lazy, so a file that cannot be parsed (not UTF-8, a ragged or unterminated
+    CSV line) only fails when validate collects it: that failure becomes an ``InputError``
+    naming the file here, never a traceback.
+    """
     start = time.perf_counter()
-    shipments = read_shipments(inputs, load_column_map(settings.columns))
-    validation = validate_shipments(shipments, settings.amounts)
-    return Loaded(plan_captures(validation), time.perf_counter() - start)
+    column_map = load_column_map(settings.columns)
+    shipments = read_shipments(inputs, column_map)
+    try:
+        validation = validate_shipments(shipments, settings.amounts)
+        plan = plan_captures(validation)
+    except _ENGINE_ERRORS as exc:
+        raise _unreadable(shipments.files, column_map, exc) from exc
+    return Loaded(plan, time.perf_counter() - start)
+
+
+# What polars (and pyarrow under it) raise on input they cannot parse. A panic is a
+# BaseException: caught too, so that hostile input never ends in a traceback.
+_ENGINE_ERRORS = (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError, ValueError)
+
+
+def _unreadable(files: tuple[str, ...], column_map: dict[str, str],
+                exc: BaseException) -> InputError:
+    """The file that fails on its own (only this error path pays for finding it), and a hint."""
+    culprit = ", ".join(files)
+    if len(files) > 1:
+        for name in files:
+            try:
+                read_shipments([name], column_map).rows.collect()
+            except _ENGINE_ERRORS:
+                culprit = name
+                break
+    text = str(exc).strip().splitlines()
+    reason = text[0].rstrip(".") if text else type(exc).__name__
+    low = reason.lower()
+    if "utf-8" in low or "utf8" in low:
+        hint = "it is not UTF-8 text: re-export it as UTF-8 (bulkcapture does not guess encodings)"
+    elif "more fields" in low or "ragged" in low:
+        hint = ("a line has more fields than the header: quote cells that contain the delimiter, "
+                "or fix the line")
+    elif "could not parse" in low:
+        hint = (f"a cell could not be parsed ({reason[:80]}): look for a quote that is never "
+                "closed")
+    else:
+        hint = f"{reason}; check that it is a complete, valid export"
+    return InputError(f"cannot read {culprit}: {hint}.")
 
 
 def new_run_id(now: datetime) -> str:
@@ -190,11 +232,12 @@ def run_batch(inputs: list[str], settings: Settings, target: Target | None, resu
     loaded = load_plan(inputs, settings)
     ledger_path = resolve_ledger_path(settings.ledger)
     run_id = new_run_id(datetime.now(UTC))
-    ledger = Ledger(ledger_path)
+    lock = RunLock(ledger_path)
     done = Sent({})
+    # The lock first: opening the SQLite file while another run writes it would race.
+    lock.acquire(lock_wait, run_id)
     try:
-        ledger.lock.acquire(lock_wait, run_id)
-        try:
+        with Ledger(ledger_path) as ledger:
             ledger.begin_run(run_id, inputs)
             requests = list(loaded.plan.requests())
 
@@ -214,10 +257,8 @@ def run_batch(inputs: list[str], settings: Settings, target: Target | None, resu
                                     unsent="not_sent")
             write_results(results, results_path)
             ledger.end_run(f"aborted: {done.aborted}" if done.aborted else "finished")
-        finally:
-            ledger.lock.release()
     finally:
-        ledger.close()
+        lock.release()
     return summarize(results, command="run", run_id=run_id, dry_run=False,
                      elapsed_s=time.perf_counter() - start, sent=done.sent,
                      send_seconds=done.seconds, results_path=str(results_path),

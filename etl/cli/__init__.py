@@ -24,10 +24,11 @@ def main() -> None:
 
 def _register() -> None:
     # Imported here so that each command module can import `main`'s helpers without a cycle.
-    from etl.cli import reconcile_cmd, run_cmd, sandbox_cmd, validate_cmd
+    from etl.cli import ledger_cmd, reconcile_cmd, run_cmd, sandbox_cmd, validate_cmd
 
     main.add_command(validate_cmd.validate)
     main.add_command(run_cmd.run)
+    main.add_command(ledger_cmd.ledger)
     main.add_command(sandbox_cmd.sandbox)
     main.add_command(reconcile_cmd.reconcile_command)
     main.add_command(reconcile_cmd.settlements)
