@@ -66,9 +66,10 @@ def main() -> None:
     orders = (night.group_by("order_id", maintain_order=True)
               .agg(pl.col("total_amount").sum().alias("order_amount"),
                    pl.col("currency").first().alias("purchase_currency")))
+    # Far-future expiry: the demo must keep working after the real 28 days have passed.
     orders = orders.with_columns(pl.lit("AUTHORIZED").alias("status"),
                                  pl.lit("ACCEPTED").alias("fraud_status"),
-                                 pl.lit("2026-12-24T00:00:00Z").alias("expires_at"))
+                                 pl.lit("2099-12-31T00:00:00Z").alias("expires_at"))
     special = {3: ("CANCELLED", "ACCEPTED"), 5: ("AUTHORIZED", "PENDING")}
     rows = orders.to_dicts()
     for i, (status, fraud) in special.items():

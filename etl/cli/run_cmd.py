@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import click
@@ -71,6 +72,9 @@ def target_options(fn):  # type: ignore[no-untyped-def]
               help="Run against an in-process sandbox with auto-authorised orders.")
 @click.option("--sandbox-orders", type=click.Path(path_type=Path, dir_okay=False),
               help="With --sandbox: an order book (CSV/JSON) instead of auto-authorising all.")
+@click.option("--sandbox-settlements", type=click.Path(path_type=Path, dir_okay=False),
+              help="With --sandbox: after the run, fetch the sandbox's settlement transactions "
+                   "(as 'settlements fetch' does) into this JSON file, for 'reconcile'.")
 @click.option("--progress/--no-progress", default=True,
               help="Progress bar on a terminal, log lines otherwise (default on).")
 def run(inputs: tuple[str, ...], columns: Path | None, amounts: str | None,
@@ -79,7 +83,7 @@ def run(inputs: tuple[str, ...], columns: Path | None, amounts: str | None,
         results_path: Path | None, overwrite: bool, dry_run: bool, rate: float | None,
         concurrency: int | None, max_attempts: int | None, breaker: int | None,
         ledger: Path | None, lock_wait: float, sandbox: bool, sandbox_orders: Path | None,
-        progress: bool) -> None:
+        sandbox_settlements: Path | None, progress: bool) -> None:
     """Read, validate and plan every capture, capture the valid ones, write the results file.
 
     The target and credentials come from the environment (BULKCAPTURE_BASE_URL,
@@ -107,11 +111,26 @@ def run(inputs: tuple[str, ...], columns: Path | None, amounts: str | None,
         summary = run_command(lambda: run_batch(
             list(inputs), settings, target, path, overwrite=overwrite, lock_wait=lock_wait,
             progress=bar))
+        if sandbox and sandbox_settlements and target is not None:
+            run_command(lambda: _fetch_settlements(target, sandbox_settlements))
+            click.echo(f"sandbox settlements: {sandbox_settlements}", err=True)
     emit_summary(summary, summary_json)
     if summary.aborted:
         fail(f"the run stopped: {summary.aborted} Results for what was done are in "
              f"{summary.results_path}.")
     sys.exit(summary.exit_code)
+
+
+def _fetch_settlements(target: Target, out: Path) -> None:
+    """Everything the sandbox settled, fetched over HTTP with the production client."""
+    from etl.client import ApiClient
+    from etl.settlements import fetch_settlements, write_settlements_json
+
+    async def fetch() -> dict[str, list[dict[str, object]]]:
+        async with ApiClient(target.base_url, target.credentials) as client:
+            return await fetch_settlements(client, date(2000, 1, 1))
+
+    write_settlements_json(asyncio.run(fetch()), out)
 
 
 @contextlib.contextmanager
