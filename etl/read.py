@@ -24,6 +24,7 @@ from etl.errors import InputError
 from schemas.shipments import (
     ALL_LINE_COLUMNS,
     IDENTITY_COLUMNS,
+    INTEGER_COLUMNS,
     KNOWN_COLUMNS,
     REQUIRED_LINE_COLUMNS,
     SOURCE_FILE,
@@ -193,10 +194,30 @@ def _read_one(path: Path, column_map: dict[str, str]) -> tuple[pl.LazyFrame, boo
         raise InputError(f"{path}: has neither order line columns "
                          f"({', '.join(REQUIRED_LINE_COLUMNS)}) nor 'captured_amount'; add one "
                          "of the two.")
+    _check_dtypes(schema, path)
     keep = [c for c in schema if c in KNOWN_COLUMNS or c in (SOURCE_ROW, SHIPPING_ROW)]
     lf = lf.select(keep).with_columns(pl.lit(str(path), dtype=pl.String).alias(SOURCE_FILE),
                                       pl.lit(nested).alias(NESTED_FILE))
     return lf, nested
+
+
+def _check_dtypes(schema: pl.Schema, path: Path) -> None:
+    """A typed file's column must hold text or numbers, never lists, structs or booleans.
+
+    Casting those to text would send e.g. ``{1}`` as an order id; a float in a text column
+    (a pandas export with a missing id) would send ``1234.0``. Text files (CSV) never get here
+    with anything but text.
+    """
+    for col, dtype in schema.items():
+        if col not in KNOWN_COLUMNS or dtype in (pl.String, pl.Null) or dtype.is_integer():
+            continue
+        if isinstance(dtype, pl.Categorical | pl.Enum):
+            continue  # text, dictionary-encoded
+        if col in INTEGER_COLUMNS and (dtype.is_float() or dtype.is_decimal()):
+            continue  # judged per row by validate: whole numbers pass, the rest are invalid
+        kind = "integers or text" if col in INTEGER_COLUMNS else "text"
+        raise InputError(f"{path}: column {col!r} holds {dtype} values, expected {kind}; "
+                         "re-export it with that type.")
 
 
 def read_shipments(inputs: Sequence[str], column_map: dict[str, str] | None = None) -> Shipments:

@@ -33,8 +33,9 @@ class Results(pa.DataFrameModel):
     """Checked before every write: a results file never carries an unknown status or no key."""
 
     run_id: str = pa.Field(nullable=False)
-    order_id: str = pa.Field(nullable=False)
-    capture_reference: str = pa.Field(nullable=False)
+    # Null only on an invalid capture whose input row lacked it (checked below).
+    order_id: str = pa.Field(nullable=True)
+    capture_reference: str = pa.Field(nullable=True)
     idempotency_key: str = pa.Field(nullable=False, str_length={"min_value": 36, "max_value": 36})
     status: str = pa.Field(nullable=False, isin=list(STATUSES))
     captured_amount: pl.Int64 = pa.Field(nullable=True)
@@ -59,6 +60,14 @@ class Results(pa.DataFrameModel):
         return data.lazyframe.select(
             pl.col("capture_id").is_not_null()
             | ~pl.col("status").is_in(["captured", "already_captured"]))
+
+    @pa.dataframe_check(name="identity_present_unless_invalid")
+    @classmethod
+    def identity_present(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        """Only an invalid capture may lack its order_id or capture_reference."""
+        return data.lazyframe.select(
+            (pl.col("order_id").is_not_null() & pl.col("capture_reference").is_not_null())
+            | (pl.col("status") == "invalid"))
 
     class Config:
         strict = "filter"
