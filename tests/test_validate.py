@@ -184,9 +184,11 @@ valid_line = st.fixed_dictionaries({
 def _rows(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for i, ln in enumerate(lines):
-        total = ln["quantity"] * ln["unit_price"] - ln["discount"]
+        # A discount never exceeds the line: the capture's sum must stay >= 0 to be valid.
+        discount = min(ln["discount"], ln["quantity"] * ln["unit_price"])
+        total = ln["quantity"] * ln["unit_price"] - discount
         out.append(line(name=ln["name"].replace("\n", " "), quantity=ln["quantity"],
-                        unit_price=ln["unit_price"], total_discount_amount=ln["discount"],
+                        unit_price=ln["unit_price"], total_discount_amount=discount,
                         total_amount=total, type=ln["type"],
                         shipping_method=ln["shipping_method"], reference=f"sku{i}"))
     return out
