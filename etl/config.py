@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from etl.errors import ConfigError
+from etl.errors import BulkCaptureError, ConfigError
 
 Provider = Literal["klarna", "kustom"]
 Region = Literal["eu", "na", "oc"]
@@ -110,8 +110,16 @@ def credentials_from_file(path: Path) -> Credentials:
     if mode & 0o077:
         raise ConfigError(f"credentials file {path} is readable by others (mode {mode:o}): "
                           f"run 'chmod 600 {path}'.")
-    text = path.read_text(encoding="utf-8").strip()
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        # Never the exception's text: a decode error quotes the bytes it choked on.
+        raise ConfigError(f"cannot read credentials file {path}: it must be a readable UTF-8 "
+                          "text file holding 'username:password' or an API key.") from None
     user, sep, pw = text.partition(":")
+    if not user or (sep and not pw):
+        raise ConfigError(f"credentials file {path} holds no complete credential: write "
+                          "'username:password' or an API key on one line.")
     return Credentials(Secret(user), Secret(pw)) if sep else Credentials(Secret(text))
 
 
@@ -175,17 +183,27 @@ class Settings:
 SECRET_KEYS = {"password", "api_key", "username", "credentials"}
 
 
+def read_toml_table(path: Path, table: str, what: str,
+                    error: type[BulkCaptureError]) -> dict[str, Any]:
+    """A TOML file's ``[table]``, or the whole file when it has no such table (flat layout).
+
+    Unreadable or invalid files raise ``error`` naming ``what`` and the path.
+    """
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror}.") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{what} {path} is not valid TOML: {exc}.") from exc
+    found = data.get(table, data)
+    return dict(found) if isinstance(found, dict) else data
+
+
 def load_config(path: Path | None) -> dict[str, Any]:
     """Read a TOML config file (flat, or under a ``[bulkcapture]`` table); refuse secrets in it."""
     if path is None:
         return {}
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}.") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}.") from exc
-    data = data.get("bulkcapture", data)
+    data = read_toml_table(path, "bulkcapture", "config file", ConfigError)
     bad = SECRET_KEYS & set(data)
     if bad:
         raise ConfigError(f"config file {path} holds a secret ({', '.join(sorted(bad))}): "

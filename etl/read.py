@@ -13,13 +13,13 @@ required column (``InputError``).
 from __future__ import annotations
 
 import glob
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
+from etl.config import read_toml_table
 from etl.errors import InputError
 from schemas.shipments import (
     ALL_LINE_COLUMNS,
@@ -77,13 +77,7 @@ def load_column_map(path: Path | None) -> dict[str, str]:
     """``--columns FILE``: TOML ``export_name = "api_name"`` pairs, flat or under ``[columns]``."""
     if path is None:
         return {}
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"cannot read column map {path}: {exc.strerror}.") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"column map {path} is not valid TOML: {exc}.") from exc
-    data = data.get("columns", data)
+    data = read_toml_table(path, "columns", "column map", InputError)
     unknown = {v for v in data.values() if v not in KNOWN_COLUMNS}
     bad = [k for k, v in data.items() if not isinstance(v, str)]
     if bad or unknown:
