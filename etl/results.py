@@ -115,7 +115,11 @@ def _write(df: pl.DataFrame, tmp: Path, fmt: str) -> None:
 def write_atomic(path: Path, writer: Callable[[Path], None]) -> None:
     """Call ``writer(tmp_path)``, fsync the file, rename it over ``path``, fsync the directory."""
     parent = path.parent if str(path.parent) else Path(".")
-    fd, name = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, name = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ResultsError(f"cannot write {path}: {exc.strerror}; check that the directory "
+                           "exists and is writable.") from exc
     os.close(fd)
     tmp = Path(name)
     try:
@@ -123,9 +127,11 @@ def write_atomic(path: Path, writer: Callable[[Path], None]) -> None:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, OSError):  # disk full, a directory in the way, ...
+            raise ResultsError(f"cannot write {path}: {exc.strerror or exc}.") from exc
         raise
     with contextlib.suppress(OSError):  # not every filesystem lets a directory be fsynced
         dfd = os.open(parent, os.O_RDONLY)
