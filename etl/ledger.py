@@ -275,9 +275,13 @@ class Ledger:
             (order_id, capture_reference))
         return [dict(r) for r in cur]
 
-    def all_captured(self) -> list[LedgerRow]:
-        cur = self.db.execute("SELECT * FROM captures WHERE state='captured'")
-        return [LedgerRow.from_sql(r) for r in cur]
+    def captured_rows(self) -> list[dict[str, Any]]:
+        """Every captured capture as a results-shaped row (what ``reconcile`` reads)."""
+        cur = self.db.execute(
+            "SELECT order_id, capture_reference, capture_id, captured_amount, currency, "
+            "completed_at, run_id, 'captured' AS status FROM captures WHERE state='captured'")
+        return [{**dict(r), "completed_at": _dt(r["completed_at"]), "source_file": str(self.path)}
+                for r in cur]
 
     # -- the Recorder protocol (etl.send) ----------------------------------------------------
     def intents(self, reqs: Sequence[CaptureRequest], at: datetime) -> None:

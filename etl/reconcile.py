@@ -104,6 +104,18 @@ def read_captures(paths: Iterable[str | Path]) -> pl.DataFrame:
     return select_captures(pl.concat(frames, how="diagonal_relaxed"))
 
 
+def read_ledger_captures(path: Path) -> pl.DataFrame:
+    """The ledger's captured captures → the captures frame (the run's own record, no file)."""
+    from etl.ledger import Ledger  # the one sqlite3 user; only needed for this input
+
+    if not path.exists():
+        raise InputError(f"no ledger at {path}: pass the --ledger the runs used.")
+    with Ledger(path) as ledger:
+        rows = ledger.captured_rows()
+    frame = pl.DataFrame(rows, schema={**CAPTURE_COLUMNS, "status": pl.String()})
+    return select_captures(frame)
+
+
 def _read_results_file(path: Path, index: int) -> pl.DataFrame:
     suffix = path.suffix.lower()
     try:

@@ -85,7 +85,7 @@ def test_unreadable_settlement_is_exit_1_with_a_sentence(tmp_path: Path) -> None
      "unknown report format '.pdf'"),
     (["--captures", "nowhere/*.parquet", "--settlement", EUR], 1, "matches no file"),
     (["--captures", "missing.parquet", "--settlement", EUR], 1, "cannot read results file"),
-    (["--settlement", EUR], 2, "Missing option '--captures'"),
+    (["--settlement", EUR], 2, "--captures RESULTS... and/or --ledger PATH"),
 ])
 def test_usage_and_input_errors(args: list[str], code: int, text: str) -> None:
     result = invoke("reconcile", *args)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import polars as pl
 
 from etl.cli.common import fail, run_command
 from etl.config import (
@@ -25,7 +26,13 @@ from etl.config import (
     resolve_base_url,
 )
 from etl.errors import CaptureError, ConfigError
-from etl.reconcile import Reconciliation, read_captures, reconcile
+from etl.reconcile import (
+    Reconciliation,
+    read_captures,
+    read_ledger_captures,
+    reconcile,
+    select_captures,
+)
 from etl.report import check_report_path, summary_headline, summary_rows, summary_text
 from etl.report import write_report as write_report_file
 from etl.settlements import fetch_settlements, read_settlements, write_settlements_json
@@ -85,10 +92,13 @@ def _today() -> date:
 
 
 @click.command("reconcile", cls=_GreedyCommand)
-@click.option("--captures", "captures", multiple=True, required=True, metavar="RESULTS...",
+@click.option("--captures", "captures", multiple=True, metavar="RESULTS...",
               help="Results files of bulkcapture run (.parquet, .csv, .ndjson) or globs; "
                    "several may follow the option. Only captured / already_captured count; "
                    "a capture in several files counts once, its latest row winning.")
+@click.option("--ledger", "ledger_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Read our captures from the run's SQLite ledger (instead of, or as well as, "
+                   "results files).")
 @click.option("--settlement", "settlement", multiple=True, required=True, metavar="FILE...",
               help="Settlement files: the CSV payout report (major units, ';' or ',') or "
                    "Settlements API JSON (minor units, e.g. from 'settlements fetch').")
@@ -99,7 +109,8 @@ def _today() -> date:
               help="Date the age of unsettled captures is counted to.  [default: today, UTC]")
 @click.option("--summary-json", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the counts and per-currency totals as JSON.")
-def reconcile_command(captures: tuple[str, ...], settlement: tuple[str, ...], out: Path | None,
+def reconcile_command(captures: tuple[str, ...], ledger_path: Path | None,
+                      settlement: tuple[str, ...], out: Path | None,
                       as_of: datetime | None, summary_json: Path | None) -> None:
     """Match capture results against settlement reports; write a finance report.
 
@@ -115,13 +126,21 @@ def reconcile_command(captures: tuple[str, ...], settlement: tuple[str, ...], ou
         bulkcapture reconcile --captures results/2024-05-*.parquet \\
             --settlement payouts/*.csv --out reconcile.xlsx
     """
+    if not captures and ledger_path is None:
+        fail("name our captures: --captures RESULTS... and/or --ledger PATH.", code=2)
     if out is not None:
         run_command(lambda: check_report_path(out))
     capture_paths = _expand(captures, "--captures")
     settlement_paths = _expand(settlement, "--settlement")
     day = as_of.date() if as_of else _today()
-    rec = run_command(lambda: reconcile(read_captures(capture_paths),
-                                        read_settlements(settlement_paths), day))
+
+    def ours() -> pl.DataFrame:
+        frames = [read_captures(capture_paths)] if capture_paths else []
+        if ledger_path is not None:
+            frames.append(read_ledger_captures(ledger_path))
+        return select_captures(pl.concat(frames, how="vertical_relaxed"))
+
+    rec = run_command(lambda: reconcile(ours(), read_settlements(settlement_paths), day))
     if out is not None:
         run_command(lambda: write_report_file(rec, out))
     if summary_json is not None:
