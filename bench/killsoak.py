@@ -3,7 +3,7 @@
 The harness the test suite uses for its short version (``tests/test_kill.py``, 20 kill points)
 and this script uses for the long one (200 kill points by default)::
 
-    .venv/bin/python -m bench.killsoak --kills 200 --scenarios 20 --captures 150
+    .venv/bin/python -m bench.killsoak --kills 200 --scenarios 50 --captures 150
 
 Each scenario: a fresh export and ledger; ``kills`` runs of ``python -m etl run`` against a
 sandbox subprocess (latency, dropped connections after the capture) each killed with SIGKILL
@@ -90,7 +90,7 @@ def _count(ledger: Path, table: str) -> int:
 
 
 def run_scenario(sb: SandboxHandle, workdir: Path, *, seed: int, captures: int, kills: int,
-                 rng: random.Random, max_delay: float = 2.5,
+                 rng: random.Random, max_delay: float = 2.5, kill_rate: int = 60,
                  max_final_runs: int = 6) -> Scenario:
     """One export, ``kills`` SIGKILLed runs, then runs to completion; returns what was found."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -103,7 +103,7 @@ def run_scenario(sb: SandboxHandle, workdir: Path, *, seed: int, captures: int, 
         runs_before = _count(ledger, "runs")
         # Killed runs send slowly (start-up takes ~0.8 s) so that most kills land mid-send.
         proc = subprocess.Popen(_run_cmd(sb, export, ledger, workdir / f"killed-{k}.parquet",
-                                         rate=60),
+                                         rate=kill_rate),
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if rng.random() < 0.15:
             time.sleep(rng.uniform(0.1, 1.5))  # sometimes early: during start-up or reading
@@ -169,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.killsoak", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kills", type=int, default=200, help="kill points in all")
-    ap.add_argument("--scenarios", type=int, default=20)
+    ap.add_argument("--scenarios", type=int, default=50,
+                    help="each a fresh export and ledger; later kills of a scenario have less "
+                         "left to send, so a few kills per scenario keeps them mid-send")
     ap.add_argument("--captures", type=int, default=150)
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--workdir", type=Path, default=ROOT / "bench" / "out" / "killsoak")
