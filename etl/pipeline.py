@@ -49,8 +49,13 @@ class Loaded:
     seconds: float
 
 
-def load_plan(inputs: list[str], settings: Settings) -> Loaded:
+def load_plan(inputs: list[str], settings: Settings, *, bodies: bool = True,
+              keys: bool = True) -> Loaded:
     """Read, validate and plan: everything that happens before any money could move.
+
+    ``bodies=False`` when nothing will be sent (validate, dry run): the verdicts are the same,
+    but request bodies are built only where a check needs one, so memory stays bounded.
+    ``keys=False`` when no results file is written (validate): no idempotency keys.
 
     The reader is lazy, so a file that cannot be parsed (not UTF-8, a ragged or unterminated
     CSV line) only fails when validate collects it: that failure becomes an ``InputError``
@@ -61,7 +66,7 @@ def load_plan(inputs: list[str], settings: Settings) -> Loaded:
     shipments = read_shipments(inputs, column_map)
     try:
         validation = validate_shipments(shipments, settings.amounts)
-        plan = plan_captures(validation)
+        plan = plan_captures(validation, bodies=bodies, keys=keys)
     except _ENGINE_ERRORS as exc:
         raise _unreadable(shipments.files, column_map, exc) from exc
     return Loaded(plan, time.perf_counter() - start)
@@ -120,13 +125,14 @@ def write_rejects(failures: pl.DataFrame, path: Path) -> None:
 
 def check_inputs(inputs: list[str], settings: Settings, rejects: Path | None) -> RunSummary:
     """``bulkcapture validate``: read and validate; the rejects file gets one row per check."""
-    loaded = load_plan(inputs, settings)
-    now = datetime.now(UTC)
-    results = build_results(loaded.plan, new_run_id(now))
+    loaded = load_plan(inputs, settings, bodies=False, keys=False)
     if rejects is not None:
         write_rejects(loaded.plan.failures, rejects)
-    return summarize(results, command="validate", run_id=results["run_id"][0] if results.height
-                     else new_run_id(now), dry_run=True, elapsed_s=loaded.seconds,
+    # No results file: the summary's counts and amounts come straight from the plan, whose
+    # statuses (planned / invalid) are what a results file would hold.
+    return summarize(loaded.plan.captures, command="validate",
+                     run_id=new_run_id(datetime.now(UTC)), dry_run=True,
+                     elapsed_s=loaded.seconds,
                      rejects_path=str(rejects) if rejects else None,
                      failures_by_rule=failures_by_rule(loaded.plan.failures))
 
@@ -137,7 +143,7 @@ def run_dry(inputs: list[str], settings: Settings, results_path: Path,
     check_results_path(results_path, overwrite)
     start = time.perf_counter()
     run_id = new_run_id(datetime.now(UTC))
-    loaded = load_plan(inputs, settings)
+    loaded = load_plan(inputs, settings, bodies=False)
     results = build_results(loaded.plan, run_id, unsent="planned")
     write_results(results, results_path)
     return summarize(results, command="run", run_id=run_id, dry_run=True,

@@ -42,6 +42,9 @@ NESTED_PRODUCT_IDS = "product_identifiers"
 # from order lines; long-layout rows never set it.
 SHIPPING_ROW = "__shipping_row"
 NESTED_FILE = "__nested_file"  # true on rows from a nested-layout file: each row is one capture
+# Index of the row's file in ``Shipments.files``: grouping and hashing a small integer is far
+# cheaper than the file name, which is a string on every row.
+FILE_INDEX = "__file"
 
 
 @dataclass(frozen=True)
@@ -225,10 +228,10 @@ def read_shipments(inputs: Sequence[str], column_map: dict[str, str] | None = No
         raise InputError("no input file given: name at least one file or glob.")
     frames: list[pl.LazyFrame] = []
     nested = False
-    for path in paths:
+    for index, path in enumerate(paths):
         lf, is_nested = _read_one(path, column_map or {})
         nested |= is_nested
-        frames.append(lf)
+        frames.append(lf.with_columns(pl.lit(index, dtype=pl.UInt32).alias(FILE_INDEX)))
     rows = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
     names = rows.collect_schema().names()
     missing = [c for c in (*KNOWN_COLUMNS, SHIPPING_ROW) if c not in names]

@@ -1,13 +1,16 @@
 """Validate shipment rows: coerce cells, run every rule, and give each capture a verdict.
 
 Second stage (read → **validate** → plan → …). Input: the lazy frame from ``etl/read.py``.
-Output: ``Validation`` with the typed rows, one row per capture with its verdict, and one row per
-failed check (the rejects), each naming file, 1-based data row, column, rule and value.
+Output: ``Validation`` with the typed rows (a lazy recipe, never held whole), one row per capture
+with its verdict, and one row per failed check (the rejects), each naming file, 1-based data
+row, column, rule and value.
 
-All rules are vectorised polars expressions (``schemas/shipments.py``) evaluated in one pass;
-every row rule sets one bit of a per-row mask, so a clean row costs a few integer operations and
-a failing one is explained afterwards from the (usually small) set of failing rows. A capture
-with any failing row is invalid as a whole and is never sent.
+All rules are vectorised polars expressions (``schemas/shipments.py``) evaluated in one
+streaming pass; every row rule sets one bit of a per-row mask, so a clean row costs a few
+integer operations. The pass keeps only fixed-size aggregates per capture (grouped on a 64-bit
+hash of its identity, with a collision check), and a second pass, only when some row failed,
+collects the failing rows to explain them. Memory grows with captures and failures, not lines.
+A capture with any failing row is invalid as a whole and is never sent.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ from typing import Literal
 import polars as pl
 
 from etl.currency import EXPONENTS
-from etl.read import NESTED_FILE, SHIPPING_ROW, Shipments
+from etl.read import FILE_INDEX, NESTED_FILE, SHIPPING_ROW, Shipments
 from schemas.limits import MAX_AMOUNT, MAX_ORDER_LINES, MAX_SHIPPING_INFO
 from schemas.shipments import (
     AMOUNT_COLUMNS,
     IDENTITY_COLUMNS,
     INTEGER_COLUMNS,
     IS_LINE_ROW,
+    KNOWN_COLUMNS,
     ROW_RULES,
     SHIPPING_COLUMNS,
     SOURCE_FILE,
@@ -38,7 +42,7 @@ Amounts = Literal["minor", "major"]
 MASK = "__mask"
 BAD_VALUES = "__bad_values"  # "col\x1fraw\x1e…" for cells that did not parse; null otherwise
 INSTANCE = "__instance"  # nested layout: the capture's own row; long layout: 0
-CAPTURE_ID = "__capture"  # dense integer id of a capture instance
+CAPTURE_ID = "__capture"  # 64-bit hash of a capture instance (identity, file, instance)
 LINE = "__is_line"
 FAILURE_COLUMNS = ("source_file", "source_row", "order_id", "capture_reference", "column", "rule",
                    "value", "message")
@@ -50,7 +54,9 @@ _SEP_FIELD, _SEP_ITEM = "\x1f", "\x1e"
 class Validation:
     """What validate found. ``captures`` has one row per capture instance (see ``INSTANCE``)."""
 
-    lines: pl.DataFrame  # typed rows, with CAPTURE_ID; shipping rows of the nested layout too
+    # The typed rows with CAPTURE_ID, shipping rows of the nested layout too: a lazy recipe
+    # over the input, scanned again by whoever needs lines (plan's bodies), never held whole.
+    lines: pl.LazyFrame
     captures: pl.DataFrame  # identity, amounts, currency, counts, sources, valid, error_messages
     failures: pl.DataFrame  # one row per failed check, columns FAILURE_COLUMNS
 
@@ -168,26 +174,172 @@ def _mask(rules: tuple[Rule, ...]) -> list[pl.Expr]:
 
 
 # --- the pass ---------------------------------------------------------------------------------
+# Seeds for the capture key: a 64-bit hash to group on and an independent one to detect a
+# collision. A group whose second hash is not constant holds two identities: the pass is redone
+# with the next pair of seeds.
+KEY_SEEDS = ((0x243F6A88, 0x85A308D3), (0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0))
+KEY_CHECK = "__key_check"
+# Per-capture columns the row pass yields beyond the verdict inputs: an upper bound of the
+# body's serialised size and the number of rows that carry shipping fields. Plan builds the exact
+# body only where the bound reaches the limit, and counts distinct shipping items only where
+# the rows could hold more than the limit.
+BODY_BOUND = "__body_bound"
+SHIP_ROWS = "__ship_rows"
+_HAS_SHIP = pl.any_horizontal([pl.col(c).is_not_null() for c in SHIPPING_COLUMNS])
+
+
 def validate_shipments(shipments: Shipments, amounts: Amounts = "minor") -> Validation:
-    """Coerce, run every row and capture rule, and return the verdicts."""
+    """Coerce, run every row and capture rule, and return the verdicts.
+
+    One streaming pass over the input keeps only per-capture aggregates (grouped on a 64-bit
+    hash of the capture's identity) and, in a second pass when some row failed, the failing
+    rows: memory grows with the number of captures and failures, not with the input's size.
+    """
     rules = all_row_rules(amounts)
+    rows, n_words = _rule_rows(shipments, amounts, rules)
+    masks = [f"{MASK}{i}" for i in range(n_words)]
+    for seed, check in KEY_SEEDS:
+        keyed = rows.with_columns(_capture_key(seed).alias(CAPTURE_ID),
+                                  _capture_key(check).alias(KEY_CHECK))
+        caps = keyed.group_by(CAPTURE_ID).agg(_aggregates(masks)).collect(engine="streaming")
+        if (caps["__check_lo"] == caps["__check_hi"]).all():
+            break
+    else:  # three colliding seed pairs: never seen, but never silently merge two captures
+        raise RuntimeError("capture key hash collided under every seed")
+    lines = keyed.drop([*masks, BAD_VALUES, KEY_CHECK])
+    caps = caps.with_columns(
+        pl.col(FILE_INDEX).replace_strict(dict(enumerate(shipments.files)),
+                                          return_dtype=pl.String).alias(SOURCE_FILE))
+    failed_rows = (pl.any_horizontal([pl.col(m) != 0 for m in masks])
+                   if any(caps.select(pl.col(m).max() != 0 for m in masks).row(0)) else None)
+    row_failures, bad = _empty_failures(), None
+    if failed_rows is not None:
+        bad = keyed.filter(failed_rows).collect(engine="streaming")
+        row_failures = _explain_rows(bad, rules, n_words)
+    caps = _with_currency(caps, bad)
+    caps = _with_source_rows(caps, lines)
+    captures, capture_failures = _capture_rules(caps, lines)
+    failures = pl.concat([row_failures, capture_failures], how="vertical_relaxed")
+    captures = _attach_verdicts(captures, failures)
+    return Validation(lines=lines, captures=captures, failures=_sorted_failures(failures))
+
+
+def _rule_rows(shipments: Shipments, amounts: Amounts,
+               rules: tuple[Rule, ...]) -> tuple[pl.LazyFrame, int]:
+    """The typed rows with their rule mask words, capture instance and body-size bound."""
     typed = coerce(shipments.rows, amounts)
     is_ship = pl.col(SHIPPING_ROW).fill_null(False)
     # Shipping rows of the nested layout carry no line fields but are not amount-only rows.
     rule_rows = typed.with_columns(
         (IS_LINE_ROW & ~is_ship).alias(LINE),
         pl.when(is_ship).then(None).otherwise(pl.col("captured_amount")).alias("captured_amount"),
+        # A capture instance: its identity within one file (and, nested, within one row).
+        pl.when(pl.col(NESTED_FILE)).then(pl.col(SOURCE_ROW)).otherwise(pl.lit(0, pl.UInt32))
+        .alias(INSTANCE),
+        # Computed per row, not inside the aggregation: there it took the streaming group-by
+        # off its fast path (10M lines: 14.5 s instead of 5.8 s).
+        pl.col("currency").replace_strict(_CURRENCY_INDEX, default=None, return_dtype=pl.UInt16)
+        .alias(CURRENCY_CODE),
     )
     words = _mask(_for_rows(rules))
-    masked = rule_rows.with_columns(words).drop([f"__bad_{c}" for c in INTEGER_COLUMNS])
-    df = masked.collect(engine="streaming")
-    df = _assign_instances(df)
-    row_failures = _explain_rows(df, rules, len(words))
-    captures, capture_failures = _capture_rules(df)
-    failures = pl.concat([row_failures, capture_failures], how="vertical_relaxed")
-    captures = _attach_verdicts(captures, failures)
-    return Validation(lines=df.drop([f"{MASK}{i}" for i in range(len(words))] + [BAD_VALUES]),
-                      captures=captures, failures=_sorted_failures(failures))
+    # One context for the masks and the bound, so that the max_length rules' len_chars are
+    # computed once for both (common subexpression elimination).
+    return (rule_rows.with_columns(*words, body_bound())
+            .drop([f"__bad_{c}" for c in INTEGER_COLUMNS]), len(words))
+
+
+def _capture_key(seed: int) -> pl.Expr:
+    return pl.struct([*IDENTITY_COLUMNS, FILE_INDEX, INSTANCE]).hash(seed)
+
+
+def body_bound() -> pl.Expr:
+    """An upper bound of the bytes a row adds to its capture's body, from cell lengths alone.
+
+    JSON escaping turns a character into at most 6 bytes (``\\u00XX``; a 4-byte UTF-8
+    character is written as is); a key, its quotes, colon and comma, or an integer, fit in 64
+    bytes; braces and the nested object in 128 per row. ``len_chars`` is what the max_length
+    rules compute anyway.
+    """
+    text = pl.sum_horizontal([pl.col(c).str.len_chars() for c in STRING_COLUMNS])
+    return (6 * text.cast(pl.Int64) + 64 * len(KNOWN_COLUMNS) + 128).alias(BODY_BOUND)
+
+
+CONSISTENT_COLUMNS = ("captured_amount", "description", "shipping_delay", "currency")
+CONSISTENT_INTEGERS = ("captured_amount", "shipping_delay")
+CONSISTENT_TEXT = ("description", "currency")
+TEXT_SEEDS = (0x3C6EF372, 0xA54FF53A)
+# Known currencies as small integers: a capture's currency is carried through the group-by as
+# a UInt16, and an unknown one (which fails the currency rule) is taken from its failing row.
+_CURRENCIES = tuple(sorted(EXPONENTS))
+_CURRENCY_INDEX = {c: i for i, c in enumerate(_CURRENCIES)}
+CURRENCY_CODE = "__currency_code"
+
+
+def _text_hash(column: str, seed: int) -> pl.Expr:
+    return pl.when(pl.col(column).is_not_null()).then(pl.col(column).hash(seed))
+
+
+def _inconsistent(column: str) -> pl.Expr:
+    if column in CONSISTENT_INTEGERS:
+        return pl.col(column) != pl.col(f"__max_{column}")
+    return pl.any_horizontal([pl.col(f"__lo{s}_{column}") != pl.col(f"__hi{s}_{column}")
+                              for s in TEXT_SEEDS])
+
+
+def _with_currency(caps: pl.DataFrame, bad: pl.DataFrame | None) -> pl.DataFrame:
+    """The capture's currency as text: from the code, or from the failing row if unknown."""
+    caps = caps.with_columns(pl.col("__currency_code").replace_strict(
+        dict(enumerate(_CURRENCIES)), default=None, return_dtype=pl.String).alias("currency"))
+    if bad is not None:
+        unknown = (bad.filter(pl.col("currency").is_not_null()
+                              & ~pl.col("currency").is_in(_CURRENCIES))
+                   .group_by(CAPTURE_ID).agg(pl.col("currency").min().alias("__raw_currency")))
+        caps = (caps.join(unknown, on=CAPTURE_ID, how="left")
+                .with_columns(pl.coalesce("currency", "__raw_currency").alias("currency"))
+                .drop("__raw_currency"))
+    return caps.drop("__currency_code")
+
+
+def _aggregates(masks: list[str]) -> list[pl.Expr]:
+    """Per-capture aggregates that the streaming engine keeps as fixed-size state."""
+    line = pl.col(LINE)
+    return [
+        pl.col(*IDENTITY_COLUMNS, FILE_INDEX, NESTED_FILE).first(),
+        pl.col(KEY_CHECK).min().alias("__check_lo"), pl.col(KEY_CHECK).max().alias("__check_hi"),
+        pl.col(SOURCE_ROW).min().alias("first_row"),
+        pl.col(SOURCE_ROW).max().alias("last_row"),
+        pl.len().alias("__len"),
+        line.sum().cast(pl.Int64).alias("order_line_count"),
+        pl.when(line).then(pl.col("total_amount")).sum().alias("lines_total"),
+        # min ≠ max over the non-null values ⟺ more than one distinct value. Text is compared
+        # by two independent 64-bit hashes: a string min/max per capture doubled the pass's
+        # time and added 0.9 GB on 10M lines (profile in bench/RESULTS.md).
+        *[pl.col(c).min().alias(c) for c in CONSISTENT_INTEGERS],
+        *[pl.col(c).max().alias(f"__max_{c}") for c in CONSISTENT_INTEGERS],
+        *[_text_hash(c, seed).min().alias(f"__lo{seed}_{c}")
+          for c in CONSISTENT_TEXT for seed in TEXT_SEEDS],
+        *[_text_hash(c, seed).max().alias(f"__hi{seed}_{c}")
+          for c in CONSISTENT_TEXT for seed in TEXT_SEEDS],
+        pl.col(CURRENCY_CODE).min(),
+        *[pl.col(m).max() for m in masks],
+        _HAS_SHIP.sum().cast(pl.Int64).alias(SHIP_ROWS),
+        (pl.col(BODY_BOUND).sum() + 256).alias(BODY_BOUND),
+    ]
+
+
+def _with_source_rows(caps: pl.DataFrame, lines: pl.LazyFrame) -> pl.DataFrame:
+    """``n_rows`` and, for the (rare) captures whose rows are not one block, the row list."""
+    # Long layout: one source row per row. Nested: the capture is one row, exploded.
+    caps = caps.with_columns(
+        pl.when(pl.col(NESTED_FILE)).then(pl.lit(1, pl.UInt32)).otherwise(pl.col("__len"))
+        .cast(pl.UInt32).alias("n_rows"))
+    scattered = caps.filter(pl.col("n_rows") != pl.col("last_row") - pl.col("first_row") + 1)
+    rows = pl.DataFrame(schema={CAPTURE_ID: pl.UInt64, "rows": pl.List(pl.UInt32)})
+    if scattered.height:
+        rows = (lines.filter(pl.col(CAPTURE_ID).is_in(scattered[CAPTURE_ID].implode()))
+                .group_by(CAPTURE_ID).agg(pl.col(SOURCE_ROW).unique().sort().alias("rows"))
+                .collect(engine="streaming"))
+    return caps.join(rows, on=CAPTURE_ID, how="left")
 
 
 def _for_rows(rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
@@ -203,15 +355,6 @@ def _for_rows(rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
         return fails if r.column in (*IDENTITY_COLUMNS, *SHIPPING_COLUMNS) else fails & not_ship
 
     return tuple(Rule(r.code, r.column, r.message, scoped(r)) for r in rules)
-
-
-def _assign_instances(df: pl.DataFrame) -> pl.DataFrame:
-    """A capture instance: its identity within one file (and, nested, within one row)."""
-    inst = pl.when(pl.col(NESTED_FILE)).then(pl.col(SOURCE_ROW)).otherwise(pl.lit(0, pl.UInt32))
-    df = df.with_columns(inst.alias(INSTANCE))
-    keys = [*IDENTITY_COLUMNS, SOURCE_FILE, INSTANCE]
-    return df.with_columns(
-        pl.struct(keys).rank("dense").cast(pl.UInt32).alias(CAPTURE_ID))
 
 
 def _explain_rows(df: pl.DataFrame, rules: tuple[Rule, ...], n_words: int) -> pl.DataFrame:
@@ -247,30 +390,27 @@ def _empty_failures() -> pl.DataFrame:
         "value": pl.String, "message": pl.String})
 
 
-def _n_distinct(col: str) -> pl.Expr:
-    return pl.col(col).drop_nulls().n_unique()
+def _shipping_counts(caps: pl.DataFrame, lines: pl.LazyFrame) -> pl.DataFrame:
+    """Distinct shipping_info items, counted exactly only where they could exceed the limit.
+
+    Distinct items are at most the rows that carry shipping fields; a capture with no more such
+    rows than the limit cannot break it, so its count is not needed (and not computed).
+    """
+    many = caps.filter(pl.col(SHIP_ROWS) > MAX_SHIPPING_INFO)
+    counts = pl.DataFrame(schema={CAPTURE_ID: pl.UInt64, "shipping_info_count": pl.UInt32})
+    if many.height:
+        counts = (lines.filter(pl.col(CAPTURE_ID).is_in(many[CAPTURE_ID].implode()) & _HAS_SHIP)
+                  .group_by(CAPTURE_ID)
+                  .agg(pl.struct(list(SHIPPING_COLUMNS)).n_unique().cast(pl.UInt32)
+                       .alias("shipping_info_count"))
+                  .collect(engine="streaming"))
+    return caps.join(counts, on=CAPTURE_ID, how="left")
 
 
-CONSISTENT_COLUMNS = ("captured_amount", "description", "shipping_delay", "currency")
-
-
-def _capture_rules(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Aggregate per capture instance and apply the capture-level rules."""
-    line = pl.col(LINE)
-    ship_key = pl.struct(list(SHIPPING_COLUMNS))
-    has_ship = pl.any_horizontal([pl.col(c).is_not_null() for c in SHIPPING_COLUMNS])
-    caps = df.group_by(CAPTURE_ID).agg(
-        pl.col(*IDENTITY_COLUMNS, SOURCE_FILE).first(),
-        pl.col(SOURCE_ROW).min().alias("first_row"),
-        pl.col(SOURCE_ROW).max().alias("last_row"),
-        pl.col(SOURCE_ROW).n_unique().alias("n_rows"),
-        pl.col(SOURCE_ROW).unique().sort().alias("rows"),
-        line.sum().cast(pl.Int64).alias("order_line_count"),
-        pl.col("total_amount").filter(line).sum().alias("lines_total"),
-        *[pl.col(c).drop_nulls().first().alias(c) for c in CONSISTENT_COLUMNS],
-        *[_n_distinct(c).alias(f"__n_{c}") for c in CONSISTENT_COLUMNS],
-        ship_key.filter(has_ship).n_unique().alias("shipping_info_count"),
-    )
+def _capture_rules(caps: pl.DataFrame,
+                   lines: pl.LazyFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Apply the capture-level rules to the per-capture aggregates."""
+    caps = _shipping_counts(caps, lines)
     caps = caps.with_columns(
         pl.when(pl.col("order_line_count") > 0)
         .then(pl.col("captured_amount").fill_null(pl.col("lines_total")))
@@ -279,7 +419,7 @@ def _capture_rules(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     )
     checks: list[tuple[str, str, str, pl.Expr, pl.Expr]] = [
         (c, "inconsistent", "differs between the rows of this capture; use one value",
-         pl.col(f"__n_{c}") > 1, pl.lit(None, pl.String)) for c in CONSISTENT_COLUMNS
+         _inconsistent(c), pl.lit(None, pl.String)) for c in CONSISTENT_COLUMNS
     ]
     checks += [
         ("captured_amount", "captured_amount_sum",
@@ -307,9 +447,12 @@ def _capture_rules(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
                 value.cast(pl.String).alias("value"), pl.lit(message).alias("message"),
                 pl.col(CAPTURE_ID)))
     failures = (pl.concat(parts, how="vertical_relaxed") if parts
-                else _empty_failures().with_columns(pl.lit(None, pl.UInt32).alias(CAPTURE_ID)))
+                else _empty_failures().with_columns(pl.lit(None, pl.UInt64).alias(CAPTURE_ID)))
     caps = caps.with_columns(source_rows_expr()).drop(
-        [f"__n_{c}" for c in CONSISTENT_COLUMNS] + ["__given_amount", "rows"])
+        [f"__max_{c}" for c in CONSISTENT_INTEGERS]
+        + [f"__{b}{s}_{c}" for c in CONSISTENT_TEXT for s in TEXT_SEEDS for b in ("lo", "hi")]
+        + ["__given_amount", "rows", "__len", "__check_lo", "__check_hi", "shipping_info_count",
+           "shipping_delay"])
     return caps, failures.drop(CAPTURE_ID)
 
 
