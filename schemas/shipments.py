@@ -116,8 +116,10 @@ def _build_row_rules() -> tuple[Rule, ...]:
     rules: list[Rule] = [
         _required("order_id"),
         _required("capture_reference"),
-        Rule("order_id_chars", "order_id", "must not contain whitespace, '/', '?' or '#'",
-             _c("order_id").str.contains(r"[\s/?#]").fill_null(False)),
+        # Control characters too: Rust's \s does not cover e.g. \x1f, and the id is a URL path.
+        Rule("order_id_chars", "order_id",
+             "must not contain whitespace, control characters, '/', '?' or '#'",
+             _c("order_id").str.contains(r"[\s\x00-\x1f\x7f/?#]").fill_null(False)),
         # A row with no line field must at least carry the amount to capture.
         Rule("required", "captured_amount", "is required on a row without order line fields",
              (~IS_LINE_ROW) & _c("captured_amount").is_null()),

@@ -199,11 +199,9 @@ def typed_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
     return pl.DataFrame(data)
 
 
-def typed_rows(df: pl.DataFrame) -> list[dict[str, Any]]:
-    return df.to_dicts()
-
-
-def write_typed(df: pl.DataFrame, path: Path) -> None:
+def write_typed(df: pl.DataFrame, path: Path) -> list[dict[str, Any]]:
+    """Write the frame; return its rows as the file holds them (JSON has no NaN or infinity:
+    polars writes them as null)."""
     suffix = path.suffix
     if suffix == ".parquet":
         df.write_parquet(path)
@@ -211,8 +209,10 @@ def write_typed(df: pl.DataFrame, path: Path) -> None:
         df.write_ipc(path)
     elif suffix in (".ndjson", ".jsonl"):
         df.write_ndjson(path)
+        return [json.loads(line) for line in path.read_text().splitlines()]
     else:
         df.write_csv(path, separator="\t" if suffix == ".tsv" else ",")
+    return df.to_dicts()
 
 
 # --- running the CLI ---------------------------------------------------------------------------
@@ -331,9 +331,7 @@ def test_hostile_cells_in_typed_files(workdir: Callable[[], Path], rows: list[di
                                       suffix: str) -> None:
     d = workdir()
     path = d / f"input{suffix}"
-    df = typed_frame(rows)
-    write_typed(df, path)
-    check_file(path, d, typed_rows(df))
+    check_file(path, d, write_typed(typed_frame(rows), path))
 
 
 @FUZZ
@@ -438,6 +436,17 @@ def test_float_minor_units_only_when_whole(tmp_path: Path) -> None:
     assert out["status"].to_list() == ["planned", "invalid", "invalid"]
 
 
+def test_control_character_in_order_id_is_invalid(tmp_path: Path) -> None:
+    """Found by the long fuzz: '0\\x1f' was planned (Rust's \\s is not Python's)."""
+    p = tmp_path / "ctl.csv"
+    p.write_text(HEADER + "0\x1f,s1,Shirt,1,100,100\nok,s1,Shirt,1,100,100\n")
+    res = invoke(["run", str(p), "--dry-run", "--results", str(tmp_path / "r.ndjson")])
+    assert res.exit_code == 3
+    out = pl.read_ndjson(tmp_path / "r.ndjson").sort("order_id")
+    assert out["status"].to_list() == ["invalid", "planned"]
+    assert "control characters" in out["error_messages"][0]
+
+
 def test_thousands_of_columns_and_a_huge_cell(tmp_path: Path) -> None:
     p = tmp_path / "wide.csv"
     extra = [f"c{i}" for i in range(3000)]
@@ -462,9 +471,7 @@ def test_no_invalid_capture_is_ever_sent(workdir: Callable[[], Path],
     if suffix == ".csv":
         path.write_text(text_table(rows, ",", []))
     else:
-        df = typed_frame(rows)
-        write_typed(df, path)
-        rows = typed_rows(df)
+        rows = write_typed(typed_frame(rows), path)
     with run_sandbox_in_thread(SandboxConfig(auto_authorize=True)) as sb:
         monkeypatch.setenv("BULKCAPTURE_API_USERNAME", sb.username)
         monkeypatch.setenv("BULKCAPTURE_API_PASSWORD", sb.password)
