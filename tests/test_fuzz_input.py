@@ -209,7 +209,8 @@ def write_typed(df: pl.DataFrame, path: Path) -> list[dict[str, Any]]:
         df.write_ipc(path)
     elif suffix in (".ndjson", ".jsonl"):
         df.write_ndjson(path)
-        return [json.loads(line) for line in path.read_text().splitlines()]
+        # split on "\n" only: splitlines() also splits on \x1e, \u2028 … inside strings
+        return [json.loads(line) for line in path.read_text().split("\n") if line]
     else:
         df.write_csv(path, separator="\t" if suffix == ".tsv" else ",")
     return df.to_dicts()
