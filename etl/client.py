@@ -25,17 +25,18 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from etl.config import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, Credentials, Secret
-from etl.errors import AuthenticationError, TerminalError, TransientError
+from etl.errors import AuthenticationError, TerminalError, TlsError, TransientError
 from etl.model import CaptureRequest
 
 USER_AGENT = "bulkcapture/0.1"
@@ -106,6 +107,17 @@ def _correlation_header(headers: httpx.Headers) -> str | None:
         if value:
             return value
     return None
+
+
+def _certificate_failed(exc: BaseException) -> bool:
+    """Anywhere in the chain: a certificate that did not verify."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError
+                      | aiohttp.ClientConnectorCertificateError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _unsent(exc: httpx.TransportError) -> bool:
@@ -222,20 +234,29 @@ class ApiClient:
                 await response.aread()
             finally:
                 await response.aclose()
-        except httpx.RequestError as exc:  # timeouts, connection errors, undecodable answers
-            unknown = not (isinstance(exc, httpx.TransportError) and _unsent(exc))
-            code = "TIMEOUT" if isinstance(exc, httpx.TimeoutException) else "CONNECTION_ERROR"
-            raise TransientError(f"{what}: {self._describe(exc)}", outcome_unknown=unknown,
-                                 error_code=code) from exc
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            # What httpx_aiohttp leaves unmapped (e.g. a bare asyncio timeout): sent, maybe.
-            code = "TIMEOUT" if isinstance(exc, TimeoutError) else "CONNECTION_ERROR"
-            raise TransientError(f"{what}: {self._describe(exc)}", outcome_unknown=True,
-                                 error_code=code) from exc
+        except (httpx.RequestError, aiohttp.ClientError, OSError) as exc:
+            if _certificate_failed(exc):
+                # Not transient: retrying a target that cannot prove who it is only delays the
+                # stop, and a wrong certificate may mean the wrong host.
+                raise TlsError(f"{what}: the TLS certificate of {urlsplit(self._base).hostname} "
+                               "did not verify; check --base-url (no request was sent).") from exc
+            raise self._transport_error(exc, what) from exc
         status = response.status_code
         if 200 <= status < 300:
             return response
         raise self._error(response, what)
+
+    def _transport_error(self, exc: BaseException, what: str) -> TransientError:
+        """A timeout or connection error: transient; outcome unknown unless surely unsent."""
+        if isinstance(exc, httpx.RequestError):  # timeouts, connection errors, undecodable
+            unknown = not (isinstance(exc, httpx.TransportError) and _unsent(exc))
+            code = "TIMEOUT" if isinstance(exc, httpx.TimeoutException) else "CONNECTION_ERROR"
+            return TransientError(f"{what}: {self._describe(exc)}", outcome_unknown=unknown,
+                                  error_code=code)
+        # What httpx_aiohttp leaves unmapped (e.g. a bare asyncio timeout): sent, maybe.
+        code = "TIMEOUT" if isinstance(exc, TimeoutError) else "CONNECTION_ERROR"
+        return TransientError(f"{what}: {self._describe(exc)}", outcome_unknown=True,
+                              error_code=code)
 
     def _error(self, response: httpx.Response, what: str) -> Exception:
         status = response.status_code

@@ -9,6 +9,7 @@ capture is data (a row with a status and a reason).
     │   └── LedgerBusyError       another run holds the ledger
     └── RunAborted                the run started and was stopped; results are still written
         ├── AuthenticationError   the provider answered 401: credentials are wrong
+        ├── TlsError              the target's TLS certificate does not verify
         ├── CircuitOpenError      too many consecutive transient failures
         └── Interrupted           SIGINT / SIGTERM
 
@@ -52,6 +53,10 @@ class RunAborted(BulkCaptureError):
 
 class AuthenticationError(RunAborted):
     """The provider answered 401: the credentials are wrong. Nothing more is sent."""
+
+
+class TlsError(RunAborted):
+    """The target's certificate did not verify: never retried, nothing is sent anywhere else."""
 
 
 class CircuitOpenError(RunAborted):

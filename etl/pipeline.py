@@ -21,7 +21,7 @@ import polars as pl
 
 from etl.client import ApiClient
 from etl.config import Credentials, Settings
-from etl.errors import AuthenticationError, ConfigError, InputError, RunAborted
+from etl.errors import ConfigError, InputError, RunAborted
 from etl.ledger import Ledger, RunLock, resolve_ledger_path
 from etl.model import CaptureRequest
 from etl.plan import Plan, plan_captures
@@ -37,7 +37,7 @@ from etl.results import (
 from etl.resume import check_orders, decide, outcome_row
 from etl.send import SendPolicy, send_captures
 from etl.summary import RunSummary, summarize
-from etl.validate import validate_shipments
+from etl.validate import format_failure, validate_shipments
 from schemas.results import RESULT_SCHEMA
 
 REJECT_FORMATS = (".csv", ".parquet", ".ndjson", ".jsonl")
@@ -113,6 +113,17 @@ def failures_by_rule(failures: pl.DataFrame) -> dict[str, int]:
     return {rule: n for rule, n in counts.iter_rows()}
 
 
+EXAMPLES_PER_RULE = 3
+
+
+def failure_examples(failures: pl.DataFrame,
+                     n: int = EXAMPLES_PER_RULE) -> dict[str, list[str]]:
+    """The first ``n`` failures of each rule (in file and row order), as sentences."""
+    first = (failures.group_by("rule", maintain_order=True)
+             .agg(format_failure().head(n).alias("examples")))
+    return {rule: list(examples) for rule, examples in first.iter_rows()}
+
+
 def write_rejects(failures: pl.DataFrame, path: Path) -> None:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
@@ -134,7 +145,8 @@ def check_inputs(inputs: list[str], settings: Settings, rejects: Path | None) ->
                      run_id=new_run_id(datetime.now(UTC)), dry_run=True,
                      elapsed_s=loaded.seconds,
                      rejects_path=str(rejects) if rejects else None,
-                     failures_by_rule=failures_by_rule(loaded.plan.failures))
+                     failures_by_rule=failures_by_rule(loaded.plan.failures),
+                     failure_examples=failure_examples(loaded.plan.failures))
 
 
 def run_dry(inputs: list[str], settings: Settings, results_path: Path,
@@ -148,7 +160,8 @@ def run_dry(inputs: list[str], settings: Settings, results_path: Path,
     write_results(results, results_path)
     return summarize(results, command="run", run_id=run_id, dry_run=True,
                      elapsed_s=time.perf_counter() - start, results_path=str(results_path),
-                     failures_by_rule=failures_by_rule(loaded.plan.failures))
+                     failures_by_rule=failures_by_rule(loaded.plan.failures),
+                     failure_examples=failure_examples(loaded.plan.failures))
 
 
 # --- the real run -----------------------------------------------------------------------------
@@ -188,7 +201,7 @@ async def _send_all(requests: list[CaptureRequest], ledger: Ledger, target: Targ
                          max_connections=settings.concurrency, transport=transport) as client:
         try:
             await check_orders(decisions, client, ledger, ledger.now())
-        except AuthenticationError as exc:
+        except RunAborted as exc:  # a 401 or a TLS failure while reading orders
             return Sent(dict(decisions.done), aborted=exc)
         if progress:
             progress.start(len(decisions.send))
@@ -270,4 +283,5 @@ def run_batch(inputs: list[str], settings: Settings, target: Target | None, resu
                      send_seconds=done.seconds, results_path=str(results_path),
                      ledger_path=str(ledger_path),
                      aborted=str(done.aborted) if done.aborted else None,
-                     failures_by_rule=failures_by_rule(loaded.plan.failures))
+                     failures_by_rule=failures_by_rule(loaded.plan.failures),
+                     failure_examples=failure_examples(loaded.plan.failures))

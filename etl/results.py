@@ -54,16 +54,21 @@ def check_results_path(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise ResultsError(f"results file {path} already exists: pass --overwrite to replace it, "
                            "or choose another --results path.")
+    check_writable(path, "results file", "--results")
+
+
+def check_writable(path: Path, what: str, option: str) -> None:
+    """Pre-flight for any output: its directory exists and a file can be created in it."""
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise ResultsError(f"cannot write results file {path}: directory {parent} does not "
-                           "exist; create it or choose another --results path.")
+        raise ResultsError(f"cannot write {what} {path}: directory {parent} does not "
+                           f"exist; create it or choose another {option} path.")
     try:
         with tempfile.NamedTemporaryFile(dir=parent, prefix=".bulkcapture-probe-"):
             pass
     except OSError as exc:
-        raise ResultsError(f"cannot write results file {path}: {exc.strerror}; choose a "
-                           "writable --results path.") from exc
+        raise ResultsError(f"cannot write {what} {path}: {exc.strerror}; choose a "
+                           f"writable {option} path.") from exc
 
 
 def build_results(plan: Plan, run_id: str, outcomes: pl.DataFrame | None = None,

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from etl.errors import AuthenticationError, CaptureError
+from etl.errors import CaptureError
 from etl.ledger import Ledger, LedgerRow
 from etl.model import CaptureOutcome, CaptureRequest
 from etl.plan import idempotency_key
@@ -115,8 +115,6 @@ async def check_orders(decisions: Decisions, client: OrderReader, ledger: Ledger
         async with gate:
             try:
                 order = await client.get_order(req.order_id)
-            except AuthenticationError:
-                raise
             except CaptureError as exc:
                 if exc.http_status == 404:
                     decisions.send.append(next_generation(req, row))

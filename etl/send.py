@@ -307,9 +307,11 @@ class _Run:
             t0 = self.clock()
             try:
                 ok = await self.client.capture(req)
-            except AuthenticationError as exc:
-                self.record_attempt(req, attempt, started_at, t0, 401, None, "UNAUTHORIZED")
-                last = TerminalError(str(exc), http_status=401, error_code="UNAUTHORIZED")
+            except RunAborted as exc:  # a 401, or a certificate that does not verify
+                status, code = ((401, "UNAUTHORIZED") if isinstance(exc, AuthenticationError)
+                                else (None, "TLS_ERROR"))
+                self.record_attempt(req, attempt, started_at, t0, status, None, code)
+                last = TerminalError(str(exc), http_status=status, error_code=code)
                 self.halt(exc)
                 break
             except TerminalError as exc:

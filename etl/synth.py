@@ -87,13 +87,19 @@ def generate(captures: int, *, invalid_pct: float = 0.0, seed: int = 0,
         _pick(PRODUCTS, li, seed + 7).alias("name"),
         (_rand(li, seed + 8, 3) + 1).alias("quantity"),
         ((_rand(li, seed + 9, 500) + 2) * 100 - 1).alias("unit_price"),
-        pl.when(_rand(li, seed + 10, 10) == 0).then(pl.lit(500, pl.Int64)).otherwise(0)
-        .alias("total_discount_amount"),
+        _rand(li, seed + 10, 10).alias("__discount_roll"),
         pl.format("SKU-{}", _rand(li, seed + 11, 100_000)).alias("reference"),
         pl.lit("physical").alias("type"),
         pl.format("JJD{}", (pl.col("cap") * 7919 + seed).cast(pl.String).str.zfill(12))
         .alias("tracking_number"),
     )
+    # One line in ten gets a discount, never more than the line is worth: a valid capture
+    # must not sum below zero.
+    df = df.with_columns(
+        pl.when((pl.col("__discount_roll") == 0)
+                & (pl.col("quantity") * pl.col("unit_price") > 500))
+        .then(pl.lit(500, pl.Int64)).otherwise(pl.lit(0, pl.Int64))
+        .alias("total_discount_amount")).drop("__discount_roll")
     df = df.with_columns(
         (pl.col("quantity") * pl.col("unit_price") - pl.col("total_discount_amount"))
         .alias("total_amount"),

@@ -227,3 +227,12 @@ def test_run_sandbox_flag_runs_the_whole_job_in_process(tmp_path: Path,
                                     "--no-progress"])
     assert res.exit_code == 0, res.output
     assert set(pl.read_csv(tmp_path / "r.csv")["status"]) == {"captured"}
+
+
+def test_an_unwritable_summary_json_stops_before_any_capture(sandbox: Callable[..., Any],
+                                                             tmp_path: Path) -> None:
+    sb = sandbox(auto_authorize=True)
+    night = write_csv(tmp_path / "n.csv", [line()])
+    res, _ = run_cli(sb, tmp_path, [night], "--summary-json", str(tmp_path / "no" / "s.json"))
+    assert res.exit_code == 1 and "--summary-json" in res.stderr
+    assert not sb.state.list_captures()

@@ -49,6 +49,19 @@ def input_options(fn: F) -> F:
     return fn
 
 
+def check_outputs(**paths: Path | None) -> None:
+    """Pre-flight for side outputs (``summary_json=…``, ``rejects=…``): fail before any work."""
+    from etl.results import check_writable
+
+    for name, path in paths.items():
+        if path is not None:
+            option = "--" + name.replace("_", "-")
+            try:
+                check_writable(path, f"{option[2:]} file", option)
+            except BulkCaptureError as exc:
+                fail(str(exc))
+
+
 def settings_from(config_file: Path | None, **options: Any) -> Settings:
     """Defaults, overridden by the config file, overridden by options given on the command line."""
     data = run_command(lambda: load_config(config_file))

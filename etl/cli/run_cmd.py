@@ -12,7 +12,14 @@ from pathlib import Path
 
 import click
 
-from etl.cli.common import emit_summary, fail, input_options, run_command, settings_from
+from etl.cli.common import (
+    check_outputs,
+    emit_summary,
+    fail,
+    input_options,
+    run_command,
+    settings_from,
+)
 from etl.config import (
     ENV_LEDGER,
     Credentials,
@@ -101,6 +108,7 @@ def run(inputs: tuple[str, ...], columns: Path | None, amounts: str | None,
                              concurrency=concurrency, max_attempts=max_attempts,
                              breaker=breaker, ledger=ledger, timeout=timeout)
     path = results_path or default_results_path(list(inputs), datetime.now(UTC).date())
+    check_outputs(summary_json=summary_json, sandbox_settlements=sandbox_settlements)
     if dry_run:
         summary = run_command(lambda: run_dry(list(inputs), settings, path, overwrite))
         emit_summary(summary, summary_json)

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import click
 
-from etl.cli.common import emit_summary, input_options, run_command, settings_from
+from etl.cli.common import (
+    check_outputs,
+    emit_summary,
+    input_options,
+    run_command,
+    settings_from,
+)
 from etl.pipeline import check_inputs
 
 
@@ -26,6 +32,7 @@ def validate(inputs: tuple[str, ...], columns: Path | None, amounts: str | None,
         bulkcapture validate exports/2026-11-27/*.csv --rejects rejects.csv
     """
     settings = settings_from(config_file, columns=columns, amounts=amounts)
+    check_outputs(summary_json=summary_json, rejects=rejects)
     summary = run_command(lambda: check_inputs(list(inputs), settings, rejects))
     emit_summary(summary, summary_json)
     sys.exit(summary.exit_code)
