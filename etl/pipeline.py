@@ -118,9 +118,11 @@ EXAMPLES_PER_RULE = 3
 
 def failure_examples(failures: pl.DataFrame,
                      n: int = EXAMPLES_PER_RULE) -> dict[str, list[str]]:
-    """The first ``n`` failures of each rule (in file and row order), as sentences."""
+    """The first ``n`` failures of each rule (in file and row order), as sentences; the most
+    frequent rule first, as in ``failures_by_rule``."""
     first = (failures.group_by("rule", maintain_order=True)
-             .agg(format_failure().head(n).alias("examples")))
+             .agg(format_failure().head(n).alias("examples"), pl.len().alias("n"))
+             .sort("n", descending=True, maintain_order=True).drop("n"))
     return {rule: list(examples) for rule, examples in first.iter_rows()}
 
 

@@ -36,6 +36,9 @@ class RunSummary:
     rejects_path: str | None = None
     aborted: str | None = None
     failures_by_rule: dict[str, int] = field(default_factory=dict)
+    # The first few failures of each rule, as sentences: what the screen shows. The full list
+    # is the rejects file; the screen stays a few lines long whatever the number of failures.
+    failure_examples: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -91,6 +94,8 @@ def render_text(s: RunSummary) -> str:
     if s.failures_by_rule:
         lines.append("  failed checks: "
                      + ", ".join(f"{k} {v}" for k, v in s.failures_by_rule.items()))
+    for rule, examples in s.failure_examples.items():
+        lines += [f"    {rule}: {e}" for e in examples]
     lines.append(f"  elapsed {s.elapsed_s:.1f} s" + (f", {s.rate_per_s} captures/s"
                                                      if s.rate_per_s else ""))
     for label, path in (("results", s.results_path), ("rejects", s.rejects_path),
