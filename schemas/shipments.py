@@ -6,9 +6,9 @@ Two views of one contract, both built from ``schemas/limits.py``:
   *fails*. ``etl/validate.py`` evaluates them all in one fused pass and keeps a reason per
   failure. This is the hot path: pandera runs one pass per check and builds failure cases row by
   row in Python for cross-column checks, which on 10M lines costs twice the time and memory.
-* ``ShipmentLines``: a pandera ``DataFrameModel`` of the typed line frame (types, nullability,
-  ranges, lengths, enums, patterns). It is the declared shape of what may be sent; tests check
-  that it and the rule table agree, and ``plan`` checks the lines it sends against it.
+* ``SHIPMENT_LINES``: a pandera schema of an order line that may be sent (types, nullability,
+  ranges, lengths, enums, patterns, the line total), built from the same tables. Tests check
+  that it and the rule table agree; ``run`` checks every line it is about to send against it.
 
 Capture-level rules (sums, consistency, counts, body size, duplicates) need a group-by and live
 in ``etl/validate.py``; their codes are listed here in ``CAPTURE_RULES`` for the documentation.
@@ -93,6 +93,24 @@ def _required(column: str, when: pl.Expr | None = None) -> Rule:
     return Rule("required", column, "is required", missing if when is None else when & missing)
 
 
+# Integer ranges per column, (min, max), None for no bound: one table for both views.
+RANGES: dict[str, tuple[int | None, int | None]] = {
+    "captured_amount": (0, MAX_AMOUNT),
+    "shipping_delay": (0, None),
+    "quantity": (0, None),
+    "unit_price": (-MAX_AMOUNT, MAX_AMOUNT),
+    "total_amount": (-MAX_AMOUNT, MAX_AMOUNT),
+    "total_discount_amount": (0, MAX_AMOUNT),
+    "tax_rate": (0, 10_000),  # percent with two implicit decimals: 0 % .. 100 %
+    "total_tax_amount": (-MAX_AMOUNT, MAX_AMOUNT),
+}
+LINE_TOTAL_HOLDS = (
+    _c("total_amount")
+    == _c("quantity") * _c("unit_price") - _c("total_discount_amount").fill_null(0)
+).fill_null(True)
+ORDER_ID_BAD_CHARS = r"[\s\x00-\x1f\x7f/?#]"
+
+
 def _range(column: str, lo: int | None, hi: int | None) -> Rule:
     text = {
         (True, True): f"must be between {lo} and {hi}",
@@ -119,26 +137,16 @@ def _build_row_rules() -> tuple[Rule, ...]:
         # Control characters too: Rust's \s does not cover e.g. \x1f, and the id is a URL path.
         Rule("order_id_chars", "order_id",
              "must not contain whitespace, control characters, '/', '?' or '#'",
-             _c("order_id").str.contains(r"[\s\x00-\x1f\x7f/?#]").fill_null(False)),
+             _c("order_id").str.contains(ORDER_ID_BAD_CHARS).fill_null(False)),
         # A row with no line field must at least carry the amount to capture.
         Rule("required", "captured_amount", "is required on a row without order line fields",
              (~IS_LINE_ROW) & _c("captured_amount").is_null()),
     ]
     rules += [_required(c, when=IS_LINE_ROW) for c in REQUIRED_LINE_COLUMNS]
+    rules += [_range(col, lo, hi) for col, (lo, hi) in RANGES.items()]
     rules += [
-        _range("captured_amount", 0, MAX_AMOUNT),
-        _range("shipping_delay", 0, None),
-        _range("quantity", 0, None),
-        _range("unit_price", -MAX_AMOUNT, MAX_AMOUNT),
-        _range("total_amount", -MAX_AMOUNT, MAX_AMOUNT),
-        _range("total_discount_amount", 0, MAX_AMOUNT),
-        _range("tax_rate", 0, 10_000),
-        _range("total_tax_amount", -MAX_AMOUNT, MAX_AMOUNT),
         Rule("line_total", "total_amount",
-             "must equal quantity * unit_price - total_discount_amount",
-             (_c("total_amount")
-              != _c("quantity") * _c("unit_price") - _c("total_discount_amount").fill_null(0)
-              ).fill_null(False)),
+             "must equal quantity * unit_price - total_discount_amount", ~LINE_TOTAL_HOLDS),
         Rule("enum", "type", "must be one of " + ", ".join(LINE_TYPES),
              (~_c("type").is_in(LINE_TYPES)).fill_null(False)),
         Rule("pattern", "shipping_method", "must match " + SHIPPING_METHOD_PATTERN,
@@ -171,53 +179,46 @@ CAPTURE_RULES = {
 }
 
 
-class ShipmentLines(pa.DataFrameModel):
-    """The typed line frame that planning turns into request bodies (one row per order line)."""
+def shipment_lines_schema() -> pa.DataFrameSchema:
+    """The pandera view of the contract, built from the same tables as ``ROW_RULES``.
 
-    order_id: str = pa.Field(nullable=False, str_length={"min_value": 1, "max_value": 255})
-    capture_reference: str = pa.Field(nullable=False, str_length={"min_value": 1,
-                                                                 "max_value": 255})
-    captured_amount: pl.Int64 = pa.Field(nullable=True, ge=0, le=MAX_AMOUNT)
-    description: str = pa.Field(nullable=True, str_length={"max_value": 255})
-    shipping_delay: pl.Int64 = pa.Field(nullable=True, ge=0)
-    currency: str = pa.Field(nullable=True, str_length={"min_value": 3, "max_value": 3})
-    name: str = pa.Field(nullable=True, str_length={"max_value": 255})
-    quantity: pl.Int64 = pa.Field(nullable=True, ge=0)
-    unit_price: pl.Int64 = pa.Field(nullable=True, ge=-MAX_AMOUNT, le=MAX_AMOUNT)
-    total_amount: pl.Int64 = pa.Field(nullable=True, ge=-MAX_AMOUNT, le=MAX_AMOUNT)
-    total_discount_amount: pl.Int64 = pa.Field(nullable=True, ge=0, le=MAX_AMOUNT)
-    tax_rate: pl.Int64 = pa.Field(nullable=True, ge=0, le=10_000)
-    total_tax_amount: pl.Int64 = pa.Field(nullable=True, ge=-MAX_AMOUNT, le=MAX_AMOUNT)
-    type: str = pa.Field(nullable=True, isin=list(LINE_TYPES))
-    reference: str = pa.Field(nullable=True, str_length={"max_value": 255})
-    quantity_unit: str = pa.Field(nullable=True, str_length={"max_value": 10})
-    merchant_data: str = pa.Field(nullable=True, str_length={"max_value": 1024})
-    image_url: str = pa.Field(nullable=True, str_length={"max_value": 1024})
-    product_url: str = pa.Field(nullable=True, str_length={"max_value": 1024})
-    brand: str = pa.Field(nullable=True, str_length={"max_value": 70})
-    category_path: str = pa.Field(nullable=True, str_length={"max_value": 750})
-    global_trade_item_number: str = pa.Field(nullable=True, str_length={"max_value": 50})
-    manufacturer_part_number: str = pa.Field(nullable=True, str_length={"max_value": 70})
-    color: str = pa.Field(nullable=True, str_length={"max_value": 64})
-    size: str = pa.Field(nullable=True, str_length={"max_value": 64})
-    shipping_company: str = pa.Field(nullable=True, str_length={"max_value": 100})
-    shipping_method: str = pa.Field(nullable=True, str_matches=SHIPPING_METHOD_PATTERN)
-    tracking_number: str = pa.Field(nullable=True, str_length={"max_value": 100})
-    tracking_uri: str = pa.Field(nullable=True, str_length={"max_value": 1024})
-    return_shipping_company: str = pa.Field(nullable=True, str_length={"max_value": 100})
-    return_tracking_number: str = pa.Field(nullable=True, str_length={"max_value": 100})
-    return_tracking_uri: str = pa.Field(nullable=True, str_length={"max_value": 1024})
-    source_file: str = pa.Field(nullable=False)
-    source_row: pl.UInt32 = pa.Field(nullable=False, ge=1)
+    It describes an order line that may be sent (typed, after ``etl/validate.py`` coerced it):
+    ``plan`` checks every line it is about to send against it, so a gap in the fast path can
+    never put money on the wire. Each check is attached to a column (the cross-column line total
+    too): pandera's dataframe-level checks build failure cases row by row in Python.
+    """
+    def length(col: str, least: int = 0) -> list[pa.Check]:
+        checks = [pa.Check.str_length(least or None, STRING_LIMITS[col])]
+        if least:  # required text: blank counts as missing, as in the rule table
+            checks.append(pa.Check(lambda d: d.lazyframe.select(
+                pl.col(d.key).str.strip_chars() != ""), name="not_blank"))
+        return checks
 
-    @pa.dataframe_check
-    @classmethod
-    def line_total(cls, data: pa.PolarsData) -> pl.LazyFrame:
-        """total_amount == quantity * unit_price - total_discount_amount, on line rows."""
-        return data.lazyframe.select(
-            (pl.col("total_amount") == pl.col("quantity") * pl.col("unit_price")
-             - pl.col("total_discount_amount").fill_null(0)).fill_null(True))
+    columns: dict[str, pa.Column] = {
+        "order_id": pa.Column(pl.String, nullable=False, checks=[
+            *length("order_id", 1),
+            pa.Check(lambda d: d.lazyframe.select(
+                ~pl.col(d.key).str.contains(ORDER_ID_BAD_CHARS)), name="order_id_chars")]),
+        "capture_reference": pa.Column(pl.String, nullable=False,
+                                       checks=length("capture_reference", 1)),
+        "name": pa.Column(pl.String, nullable=False, checks=length("name", 1)),
+        "type": pa.Column(pl.String, nullable=True, checks=[pa.Check.isin(LINE_TYPES)]),
+        "shipping_method": pa.Column(pl.String, nullable=True,
+                                     checks=[pa.Check.str_matches(SHIPPING_METHOD_PATTERN)]),
+        "currency": pa.Column(pl.String, nullable=True,
+                              checks=[pa.Check.isin(_currency_codes())]),
+    }
+    for col in STRING_LIMITS:
+        columns.setdefault(col, pa.Column(pl.String, nullable=True, checks=length(col)))
+    for col, (lo, hi) in RANGES.items():
+        checks = [pa.Check.in_range(lo if lo is not None else -(2**62),
+                                    hi if hi is not None else 2**62)]
+        if col == "total_amount":
+            checks.append(pa.Check(lambda d: d.lazyframe.select(LINE_TOTAL_HOLDS),
+                                   name="line_total"))
+        required = col in REQUIRED_LINE_COLUMNS
+        columns[col] = pa.Column(pl.Int64, nullable=not required, checks=checks)
+    return pa.DataFrameSchema(columns, name="ShipmentLines", strict=False)
 
-    class Config:
-        strict = False  # planning adds its own helper columns
-        coerce = False
+
+SHIPMENT_LINES = shipment_lines_schema()
