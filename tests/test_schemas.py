@@ -17,21 +17,26 @@ from schemas.shipments import (
     SHIPMENT_LINES,
 )
 
-row = st.fixed_dictionaries({
-    "order_id": st.sampled_from(["o1", "a/b", "o\x1f1", "o" * 256]),
-    "capture_reference": st.sampled_from(["s1", " ", "r" * 256]),
-    "name": st.sampled_from(["Shirt", " ", "n" * 255, "n" * 256]),
-    "quantity": st.sampled_from([-1, 0, 2]),
-    "unit_price": st.sampled_from([0, 1500, -300, 200_000_001]),
-    "total_discount_amount": st.sampled_from([None, 0, 100, 300_000_000]),
-    "total_off": st.sampled_from([0, 0, 0, 1]),
-    "tax_rate": st.sampled_from([None, 2500, -1, 10_001]),
-    "type": st.sampled_from([None, "physical", "discount", "bogus"]),
-    "shipping_method": st.sampled_from([None, "Home", "Sled"]),
-    "currency": st.sampled_from([None, "EUR", "JPY", "EURO"]),
-    "brand": st.sampled_from([None, "Acme", "b" * 71]),
-    "tracking_uri": st.sampled_from([None, "https://t.example/1", "u" * 1025]),
-})
+VALID: dict[str, list[Any]] = {
+    "order_id": ["o1", "7f0c2a9e-1b2c"], "capture_reference": ["s1", "SHP 1"],
+    "name": ["Shirt", "n" * 255], "quantity": [0, 2], "unit_price": [0, 1500, -300],
+    "total_discount_amount": [None, 0, 100], "total_off": [0], "tax_rate": [None, 0, 2500],
+    "type": [None, "physical", "discount"], "shipping_method": [None, "Home"],
+    "currency": [None, "EUR", "JPY"], "brand": [None, "Acme"],
+    "tracking_uri": [None, "https://t.example/1"],
+}
+BROKEN: list[tuple[str, Any]] = [
+    ("order_id", "a/b"), ("order_id", "o\x1f1"), ("order_id", "o" * 256), ("order_id", None),
+    ("capture_reference", " "), ("capture_reference", "r" * 256), ("name", " "),
+    ("name", "n" * 256), ("name", None), ("quantity", -1), ("unit_price", 200_000_001),
+    ("total_discount_amount", 300_000_000), ("total_off", 1), ("tax_rate", -1),
+    ("tax_rate", 10_001), ("type", "bogus"), ("shipping_method", "Sled"),
+    ("currency", "EURO"), ("brand", "b" * 71), ("tracking_uri", "u" * 1025),
+]
+# A valid line with at most one field broken: each rule is compared on its own.
+row = st.tuples(st.fixed_dictionaries({k: st.sampled_from(v) for k, v in VALID.items()}),
+                st.none() | st.sampled_from(BROKEN)).map(
+    lambda t: t[0] if t[1] is None else {**t[0], t[1][0]: t[1][1]})
 
 
 def frame(r: dict[str, Any]) -> pl.DataFrame:
@@ -62,6 +67,13 @@ def pandera_fails(df: pl.DataFrame) -> bool:
 def test_rule_table_and_pandera_schema_agree_on_every_line(r: dict[str, Any]) -> None:
     df = frame(r)
     assert fast_fails(df) == pandera_fails(df), r
+
+
+def test_every_single_breakage_is_caught_by_both() -> None:
+    base = {k: v[-1] for k, v in VALID.items()}
+    for field, bad in BROKEN:
+        df = frame({**base, field: bad})
+        assert fast_fails(df) and pandera_fails(df), (field, bad)
 
 
 def test_a_valid_line_passes_both() -> None:
