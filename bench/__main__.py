@@ -21,7 +21,7 @@ from contextlib import redirect_stdout
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.bench_read import HEADER, Measure, ensure_export, row, run_file
+from bench.bench_read import HEADER, Measure, default_repeat, ensure_export, row, run_file
 from bench.bench_run import HEADER as RUN_HEADER
 from bench.bench_run import RunMeasure, report, run_all
 
@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lines", type=int, default=1_000_000)
     ap.add_argument("--formats", default="parquet,csv")
     ap.add_argument("--variants", default="valid,p1,all")
+    ap.add_argument("--repeat", type=int, default=0,
+                    help="runs per step, the fastest kept (default: 3 up to 2M lines, else 1)")
     ap.add_argument("--no-send", action="store_true", help="skip the sandbox runs")
     ap.add_argument("--fast", type=int, default=20_000, help="captures, unthrottled run")
     ap.add_argument("--paced", type=int, default=4_000, help="captures, --rate 200 run")
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         for fmt in args.formats.split(","):
             for variant in args.variants.split(","):
                 path = ensure_export(args.lines, variant, fmt)
-                res = run_file(path, args.lines)
+                res = run_file(path, args.lines, repeat=args.repeat or default_repeat(args.lines))
                 read[(fmt, variant)] = res
                 for m in res.values():
                     print(row(m, res["floor"].seconds if m.step != "floor" else None))

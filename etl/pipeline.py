@@ -120,10 +120,12 @@ def failure_examples(failures: pl.DataFrame,
                      n: int = EXAMPLES_PER_RULE) -> dict[str, list[str]]:
     """The first ``n`` failures of each rule (in file and row order), as sentences; the most
     frequent rule first, as in ``failures_by_rule``."""
-    first = (failures.group_by("rule", maintain_order=True)
-             .agg(format_failure().head(n).alias("examples"), pl.len().alias("n"))
-             .sort("n", descending=True, maintain_order=True).drop("n"))
-    return {rule: list(examples) for rule, examples in first.iter_rows()}
+    order = failures_by_rule(failures)
+    # head before formatting: a sentence for each of 4M failures took a second.
+    first = (failures.group_by("rule", maintain_order=True).head(n)
+             .group_by("rule", maintain_order=True).agg(format_failure().alias("examples")))
+    examples = {rule: list(ex) for rule, ex in first.iter_rows()}
+    return {rule: examples[rule] for rule in order}
 
 
 def write_rejects(failures: pl.DataFrame, path: Path) -> None:
