@@ -3,6 +3,7 @@ capture is data (a row with a status and a reason).
 
     BulkCaptureError              stops the command; the CLI prints "Error: <message>", exit 1
     ├── InputError                unreadable input, unknown format, missing required column
+    ├── ContractError             a validated line breaks the pandera contract: a bug, nothing sent
     ├── ConfigError               bad option or config file, missing credentials, unsafe URL
     ├── ResultsError              results path not writable, or exists without --overwrite
     ├── LedgerError               the ledger cannot be opened or is corrupt
@@ -29,6 +30,10 @@ class BulkCaptureError(Exception):
 
 class InputError(BulkCaptureError):
     """The input cannot be read: unreadable file, unknown format, missing required column."""
+
+
+class ContractError(BulkCaptureError):
+    """A line that passed validation fails the pandera schema before sending: stop, send nothing."""
 
 
 class ConfigError(BulkCaptureError):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import polars as pl
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -113,3 +115,30 @@ def test_duplicate_identity_across_files(tmp_path: Path) -> None:
     assert same["source_file"] == f"{a}; {b}"
     assert status_of(plan, "o2", "s2") == "invalid"
     assert rules_of(plan, "o2", "s2") == {"duplicate_identity"}
+
+
+def test_a_line_the_fast_path_passed_but_pandera_refuses_stops_the_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sandbox: Any) -> None:
+    """Defence in depth: if the two views of the contract ever disagree, nothing is sent."""
+    import pandera.polars as pa
+    from click.testing import CliRunner
+
+    import etl.plan
+    from etl.cli import main
+    from etl.errors import ContractError
+    from tests.helpers import write_csv
+
+    stricter = etl.plan.SHIPMENT_LINES.update_column(
+        "quantity", checks=[pa.Check.le(1)])  # pretend the contract said at most 1
+    monkeypatch.setattr(etl.plan, "SHIPMENT_LINES", stricter)
+    with pytest.raises(ContractError, match=r"in\.csv row 1: .*quantity"):
+        plan_rows(tmp_path, [line()])
+    sb = sandbox(auto_authorize=True)
+    night = write_csv(tmp_path / "n.csv", [line()])
+    res = CliRunner().invoke(main, ["run", str(night), "--base-url", sb.url, "--ledger",
+                                    str(tmp_path / "l.sqlite"), "--results",
+                                    str(tmp_path / "r.csv")],
+                             env={"BULKCAPTURE_API_USERNAME": sb.username,
+                                  "BULKCAPTURE_API_PASSWORD": sb.password})
+    assert res.exit_code == 1 and "nothing was sent" in res.stderr
+    assert not sb.state.list_captures()
