@@ -231,13 +231,20 @@ class Ledger:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
+        """One committed transaction; a SQLite failure becomes a ``LedgerError`` (exit 1)."""
         try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot write the ledger {self.path}: {exc}; nothing more is "
+                              "sent. Free disk space or fix the path, then re-run: captures "
+                              "whose outcome was not recorded are re-sent with the same "
+                              "key.") from exc
 
     # -- runs --------------------------------------------------------------------------------
     def begin_run(self, run_id: str, inputs: Sequence[str]) -> None:

@@ -7,6 +7,7 @@ return a ``RunSummary``; the CLI only renders it and picks the exit code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import threading
 import time
@@ -42,7 +43,6 @@ from etl.validate import format_failure, validate_shipments
 from schemas.results import RESULT_SCHEMA
 
 T = TypeVar("T")
-REJECT_FORMATS = (".csv", ".parquet", ".ndjson", ".jsonl")
 
 
 @dataclass(frozen=True)
@@ -227,9 +227,36 @@ async def _send_all(requests: list[CaptureRequest], ledger: Ledger, target: Targ
     return out
 
 
+def rows_from_ledger(ledger: Ledger, requests: list[CaptureRequest],
+                     run_id: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """Result rows from the ledger alone, for a run that ended without its send report."""
+    status = {"captured": "captured", "rejected": "rejected", "failed": "failed",
+              "unknown": "failed", "sending": "failed", "planned": "not_sent"}
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    hashes = {(r.order_id, r.capture_reference): r.content_hash for r in requests}
+    found = ledger.rows_for(hashes)
+    for ident, row in found.items():
+        state = status[row.state]
+        if state == "captured" and row.content_hash != hashes[ident]:
+            state = "conflict"  # captured earlier with other content; this run sent nothing
+        elif state == "captured" and row.run_id != run_id:
+            state = "already_captured"
+        rows[ident] = {
+            "status": state, "idempotency_key": row.idempotency_key,
+            "http_status": row.http_status, "capture_id": row.capture_id,
+            "capture_location": row.capture_location, "correlation_id": row.correlation_id,
+            "error_code": row.error_code if state != "failed" or row.error_code else "UNKNOWN",
+            "error_messages": row.error_messages or (
+                "the run stopped while this capture was being sent: the next run re-sends it "
+                "with the same key" if row.state == "sending" else None),
+            "attempts": row.attempts, "first_attempt_at": row.key_first_sent_at,
+            "completed_at": row.completed_at}
+    return rows
+
+
 def _run_loop(coro: Coroutine[Any, Any, T]) -> T:
-    """Run the send on uvloop where it is installed: at 200 requests/s the event loop's own
-    overhead (timers, socket callbacks) is most of the client's CPU, and uvloop halves it."""
+    """Run the send on uvloop where it is installed: at 200 requests/s much of the client's
+    CPU is the event loop's own (timers, socket callbacks), which uvloop does in C."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
@@ -287,7 +314,18 @@ def run_batch(inputs: list[str], settings: Settings, target: Target | None, resu
                     for sig in sigs:
                         loop.remove_signal_handler(sig)
 
-            done = _run_loop(main())
+            try:
+                done = _run_loop(main())
+            except BaseException:
+                # Something unforeseen stopped the send (a full disk under the ledger, a bug):
+                # the results still say what happened to each capture, as far as the ledger
+                # knows, before the error goes up. Best effort: if even that fails, the
+                # original error is the one to show.
+                with contextlib.suppress(Exception):
+                    rows = rows_from_ledger(ledger, requests, run_id)
+                    write_results(build_results(loaded.plan, run_id, outcomes_frame(rows),
+                                                unsent="not_sent"), results_path)
+                raise
             results = build_results(loaded.plan, run_id, outcomes_frame(done.rows),
                                     unsent="not_sent")
             write_results(results, results_path)

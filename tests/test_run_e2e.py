@@ -236,3 +236,38 @@ def test_an_unwritable_summary_json_stops_before_any_capture(sandbox: Callable[.
     res, _ = run_cli(sb, tmp_path, [night], "--summary-json", str(tmp_path / "no" / "s.json"))
     assert res.exit_code == 1 and "--summary-json" in res.stderr
     assert not sb.state.list_captures()
+
+
+def test_a_ledger_that_fails_mid_run_still_leaves_a_complete_results_file(
+        sandbox: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    from etl.ledger import Ledger
+
+    sb = sandbox(auto_authorize=True, latency_ms=5)
+    syn = generate(150, seed=21)
+    path = tmp_path / "n.parquet"
+    write(syn.lines, path)
+    real = Ledger.outcomes
+    calls = {"n": 0}
+
+    def failing(self: Ledger, done: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] > 1:  # the disk fills up after the first batch of outcomes
+            with self._tx():  # the failure comes from inside a ledger transaction
+                raise sqlite3.OperationalError("database or disk is full")
+        real(self, done)
+
+    monkeypatch.setattr(Ledger, "outcomes", failing)
+    res, df = run_cli(sb, tmp_path, [path], "--concurrency", "4")
+    assert res.exit_code == 1 and res.stderr.startswith("Error: cannot write the ledger")
+    assert "Traceback" not in res.stderr
+    assert df is not None and df.height == 150
+    statuses = set(df["status"])
+    assert "captured" in statuses and statuses <= {"captured", "failed", "not_sent"}
+    # Whatever the results call captured was captured, once; nothing else was.
+    made = captures_at(sb)
+    assert set(made.values()) == {1}
+    captured = set(df.filter(pl.col("status") == "captured")
+                   .select("order_id", "capture_reference").iter_rows())
+    assert captured <= set(made)
