@@ -23,7 +23,7 @@ import asyncio
 import base64
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
@@ -201,30 +201,25 @@ def build_app(state: SandboxState, credentials: Iterable[tuple[str, str]]) -> we
                                                               size=page.size))
         return _json_response(state, 200, {kind: page.rows, "pagination": pagination})
 
-    async def transactions(request: web.Request) -> web.Response:
-        ledger = settlement_view(request)
-        if isinstance(ledger, web.Response):
-            return ledger
-        q = request.query
-        try:
-            rows = ledger.transactions(payment_reference=q.get("payment_reference"),
-                                       order_id=q.get("order_id"),
-                                       start_date=q.get("start_date"), end_date=q.get("end_date"))
-        except settlements.BadQuery as exc:
-            return _error(state, error_outcome(400, "BAD_VALUE", str(exc)))
-        return paged(request, "transactions", rows)
+    def listing(kind: str, params: tuple[str, ...]) -> Callable[[web.Request],
+                                                                 Awaitable[web.Response]]:
+        """A paged settlements listing: ``kind`` rows filtered by the query ``params``."""
+        async def handler(request: web.Request) -> web.Response:
+            ledger = settlement_view(request)
+            if isinstance(ledger, web.Response):
+                return ledger
+            query = {name: request.query.get(name) for name in params}
+            try:
+                rows = getattr(ledger, kind)(**query)
+            except settlements.BadQuery as exc:
+                return _error(state, error_outcome(400, "BAD_VALUE", str(exc)))
+            return paged(request, kind, rows)
 
-    async def payouts(request: web.Request) -> web.Response:
-        ledger = settlement_view(request)
-        if isinstance(ledger, web.Response):
-            return ledger
-        q = request.query
-        try:
-            rows = ledger.payouts(start_date=q.get("start_date"), end_date=q.get("end_date"),
-                                  currency_code=q.get("currency_code"))
-        except settlements.BadQuery as exc:
-            return _error(state, error_outcome(400, "BAD_VALUE", str(exc)))
-        return paged(request, "payouts", rows)
+        return handler
+
+    transactions = listing("transactions",
+                           ("payment_reference", "order_id", "start_date", "end_date"))
+    payouts = listing("payouts", ("start_date", "end_date", "currency_code"))
 
     async def payout(request: web.Request) -> web.Response:
         ledger = settlement_view(request)

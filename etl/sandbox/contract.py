@@ -113,6 +113,18 @@ def _check_shipping(info: object, i: int) -> None:
         raise _Bad(p + "shipping_method", f"must be one of {', '.join(SHIPPING_METHODS)}")
 
 
+def _array(body: dict[str, Any], field: str, most: int) -> list[Any]:
+    """An optional array field: absent is empty; not an array, or too long, is a problem."""
+    items = body.get(field)
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise _Bad(field, "must be an array")
+    if len(items) > most:
+        raise _Bad(field, f"more than {most} items")
+    return items
+
+
 def check_capture_body(body: object, *, check_line_sum: bool = True) -> Problem | None:
     """``None`` if ``body`` (parsed JSON) honours the capture contract, else the first problem.
 
@@ -125,24 +137,13 @@ def check_capture_body(body: object, *, check_line_sum: bool = True) -> Problem 
         amount = _int(body, "captured_amount", "captured_amount", 0, MAX_AMOUNT, required=True)
         _strings(body, CAPTURE_STRING_LIMITS, "")
         _int(body, "shipping_delay", "shipping_delay", 0, 2**31 - 1)
-        lines = body.get("order_lines")
-        if lines is not None:
-            if not isinstance(lines, list):
-                raise _Bad("order_lines", "must be an array")
-            if len(lines) > MAX_ORDER_LINES:
-                raise _Bad("order_lines", f"more than {MAX_ORDER_LINES} items")
-            total = sum(_check_line(line, i) for i, line in enumerate(lines))
-            if check_line_sum and lines and total != amount:
-                raise _Bad("captured_amount",
-                           f"{amount} is not the sum of order_lines total_amount ({total})")
-        shipping = body.get("shipping_info")
-        if shipping is not None:
-            if not isinstance(shipping, list):
-                raise _Bad("shipping_info", "must be an array")
-            if len(shipping) > MAX_SHIPPING_INFO:
-                raise _Bad("shipping_info", f"more than {MAX_SHIPPING_INFO} items")
-            for i, info in enumerate(shipping):
-                _check_shipping(info, i)
+        lines = _array(body, "order_lines", MAX_ORDER_LINES)
+        total = sum(_check_line(line, i) for i, line in enumerate(lines))
+        if check_line_sum and lines and total != amount:
+            raise _Bad("captured_amount",
+                       f"{amount} is not the sum of order_lines total_amount ({total})")
+        for i, info in enumerate(_array(body, "shipping_info", MAX_SHIPPING_INFO)):
+            _check_shipping(info, i)
     except _Bad as bad:
         return bad.problem
     return None
