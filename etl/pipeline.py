@@ -202,6 +202,9 @@ def _partition_plans(inputs: list[str], settings: Settings, count: int, *,
         yield plan  # outside the try: an error of the consumer is not an unreadable input
 
 
+_FILE_ORDER = ["source_file", "source_row", "column"]
+
+
 class _Tally:
     """What the summary needs, added up partition by partition: the status/currency tallies,
     failures per rule, and each partition's first few failures per rule (the screen's
@@ -215,13 +218,14 @@ class _Tally:
     def add(self, captures: pl.DataFrame, failures: pl.DataFrame) -> None:
         self.tallies.append(tally(captures))
         self.rules.update(failures_by_rule(failures))
-        self.examples.append(failures.group_by("rule", maintain_order=True)
-                             .head(EXAMPLES_PER_RULE))
+        # Sorted first: plan appends its own checks (duplicates, size) after the sorted rest.
+        self.examples.append(failures.sort(_FILE_ORDER, maintain_order=True)
+                             .group_by("rule", maintain_order=True).head(EXAMPLES_PER_RULE))
 
     def summary(self, **kw: Any) -> RunSummary:
         order = dict(sorted(self.rules.items(), key=lambda kv: (-kv[1], kv[0])))
         firsts = pl.concat(self.examples, how="vertical_relaxed").sort(
-            ["source_file", "source_row", "column"], maintain_order=True)
+            _FILE_ORDER, maintain_order=True)
         return summarize_tally(pl.concat(self.tallies), failures_by_rule=order,
                                failure_examples=failure_examples(firsts, order=order), **kw)
 
