@@ -37,6 +37,9 @@ ENV_PASSWORD = "BULKCAPTURE_API_PASSWORD"
 ENV_API_KEY = "BULKCAPTURE_API_KEY"
 ENV_CREDENTIALS_FILE = "BULKCAPTURE_CREDENTIALS_FILE"
 ENV_LEDGER = "BULKCAPTURE_LEDGER"
+# Capture partitions for validate and the dry run (a whole number >= 1; unset: from the input's
+# size). Tests set it to exercise the partitioned path on small inputs.
+ENV_PARTITIONS = "BULKCAPTURE_PARTITIONS"
 
 DEFAULT_RATE = 50.0  # requests/s: the provider's test-environment limit (api.md § Rate limits)
 DEFAULT_CONCURRENCY = 32  # 200 req/s x 100 ms = 20 in flight, with headroom for p99 latency
@@ -175,6 +178,7 @@ class Settings:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     breaker: int = DEFAULT_BREAKER
     ledger: Path | None = None
+    partitions: int | None = None  # None: BULKCAPTURE_PARTITIONS, else chosen from input size
 
     def with_overrides(self, **kw: Any) -> Settings:
         return replace(self, **{k: v for k, v in kw.items() if v is not None})

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import os
 import signal
 import threading
 import time
 import uuid
-from collections.abc import Coroutine
+from collections import Counter
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,15 +25,17 @@ import httpx
 import polars as pl
 
 from etl.client import ApiClient
-from etl.config import Credentials, Settings
+from etl.config import ENV_PARTITIONS, Credentials, Settings
 from etl.errors import ConfigError, InputError, RunAborted
 from etl.ledger import Ledger, RunLock, resolve_ledger_path
 from etl.model import CaptureRequest
 from etl.plan import Plan, plan_captures
 from etl.progress import Progress
-from etl.read import load_column_map, read_shipments
+from etl.read import estimate_lines, expand_inputs, load_column_map, read_shipments
 from etl.results import (
     OUTCOME_COLUMNS,
+    RESULT_FORMATS,
+    PartWriter,
     build_results,
     check_results_path,
     write_atomic,
@@ -38,8 +43,8 @@ from etl.results import (
 )
 from etl.resume import check_orders, decide, outcome_row
 from etl.send import SendPolicy, send_captures
-from etl.summary import RunSummary, summarize
-from etl.validate import format_failure, validate_shipments
+from etl.summary import RunSummary, summarize, summarize_tally, tally
+from etl.validate import FAILURE_SCHEMA, format_failure, validate_shipments
 from schemas.results import RESULT_SCHEMA
 
 T = TypeVar("T")
@@ -118,11 +123,12 @@ def failures_by_rule(failures: pl.DataFrame) -> dict[str, int]:
 EXAMPLES_PER_RULE = 3
 
 
-def failure_examples(failures: pl.DataFrame,
-                     n: int = EXAMPLES_PER_RULE) -> dict[str, list[str]]:
+def failure_examples(failures: pl.DataFrame, n: int = EXAMPLES_PER_RULE,
+                     order: dict[str, int] | None = None) -> dict[str, list[str]]:
     """The first ``n`` failures of each rule (in file and row order), as sentences; the most
-    frequent rule first, as in ``failures_by_rule``."""
-    order = failures_by_rule(failures)
+    frequent rule first, as in ``failures_by_rule`` (or ``order``, when ``failures`` holds
+    only the candidate examples of a partitioned run)."""
+    order = failures_by_rule(failures) if order is None else order
     # head before formatting: a sentence for each of 4M failures took a second.
     first = (failures.group_by("rule", maintain_order=True).head(n)
              .group_by("rule", maintain_order=True).agg(format_failure().alias("examples")))
@@ -130,18 +136,127 @@ def failure_examples(failures: pl.DataFrame,
     return {rule: examples[rule] for rule in order}
 
 
-def write_rejects(failures: pl.DataFrame, path: Path) -> None:
+def rejects_format(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
+        return "parquet"
+    return "ndjson" if suffix in (".ndjson", ".jsonl") else "csv"
+
+
+def write_rejects(failures: pl.DataFrame, path: Path) -> None:
+    fmt = rejects_format(path)
+    if fmt == "parquet":
         write_atomic(path, failures.write_parquet)
-    elif suffix in (".ndjson", ".jsonl"):
+    elif fmt == "ndjson":
         write_atomic(path, failures.write_ndjson)
     else:
         write_atomic(path, failures.write_csv)
 
 
+# --- capture partitions (validate and the dry run) -------------------------------------------
+# Below SINGLE_PASS_LINES one streaming pass holds every capture's aggregates (≈ 650 B each,
+# bench/RESULTS.md) in well under 2 GB. Above it the captures are split by a hash of their
+# identity into partitions of about LINES_PER_PARTITION lines, one pass over the input each:
+# peak memory follows the partition, not the input; time grows with the number of scans.
+SINGLE_PASS_LINES = 3_000_000
+LINES_PER_PARTITION = 2_000_000
+
+
+def partition_count(inputs: list[str], settings: Settings) -> int:
+    """Settings' ``partitions``, else ``BULKCAPTURE_PARTITIONS``, else from the input's size."""
+    chosen: object = settings.partitions
+    if chosen is None:
+        chosen = os.environ.get(ENV_PARTITIONS) or None
+    if chosen is not None:
+        try:
+            count = int(str(chosen))
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise ConfigError(f"partitions must be a whole number of at least 1 (got {chosen!r}; "
+                              f"setting 'partitions' or {ENV_PARTITIONS}).")
+        return count
+    try:
+        files = expand_inputs(inputs)
+    except InputError:  # reported by the read itself, with its own message
+        return 1
+    lines = estimate_lines(files)
+    return 1 if lines < SINGLE_PASS_LINES else math.ceil(lines / LINES_PER_PARTITION)
+
+
+def _partition_plans(inputs: list[str], settings: Settings, count: int, *,
+                     keys: bool) -> Iterator[Plan]:
+    """Validate and plan one capture partition at a time (``bodies=False``).
+
+    A capture, and every copy of its identity, is in exactly one partition, so each plan's
+    verdicts are the ones the whole input would give it.
+    """
+    column_map = load_column_map(settings.columns)
+    shipments = read_shipments(inputs, column_map)
+    for index in range(count):
+        try:
+            validation = validate_shipments(shipments.partition(index, count), settings.amounts)
+            plan = plan_captures(validation, bodies=False, keys=keys)
+        except _ENGINE_ERRORS as exc:
+            raise _unreadable(shipments.files, column_map, exc) from exc
+        yield plan  # outside the try: an error of the consumer is not an unreadable input
+
+
+_FILE_ORDER = ["source_file", "source_row", "column"]
+
+
+class _Tally:
+    """What the summary needs, added up partition by partition: the status/currency tallies,
+    failures per rule, and each partition's first few failures per rule (the screen's
+    examples are the first of these in file and row order)."""
+
+    def __init__(self) -> None:
+        self.tallies: list[pl.DataFrame] = []
+        self.rules: Counter[str] = Counter()
+        self.examples: list[pl.DataFrame] = []
+
+    def add(self, captures: pl.DataFrame, failures: pl.DataFrame) -> None:
+        self.tallies.append(tally(captures))
+        self.rules.update(failures_by_rule(failures))
+        # Sorted first: plan appends its own checks (duplicates, size) after the sorted rest.
+        self.examples.append(failures.sort(_FILE_ORDER, maintain_order=True)
+                             .group_by("rule", maintain_order=True).head(EXAMPLES_PER_RULE))
+
+    def summary(self, **kw: Any) -> RunSummary:
+        order = dict(sorted(self.rules.items(), key=lambda kv: (-kv[1], kv[0])))
+        firsts = pl.concat(self.examples, how="vertical_relaxed").sort(
+            _FILE_ORDER, maintain_order=True)
+        return summarize_tally(pl.concat(self.tallies), failures_by_rule=order,
+                               failure_examples=failure_examples(firsts, order=order), **kw)
+
+
+def _check_partitioned(inputs: list[str], settings: Settings, rejects: Path | None,
+                       count: int) -> RunSummary:
+    start = time.perf_counter()
+    acc = _Tally()
+    with contextlib.ExitStack() as stack:
+        writer = (stack.enter_context(PartWriter(rejects, rejects_format(rejects)))
+                  if rejects is not None else None)
+        for plan in _partition_plans(inputs, settings, count, keys=False):
+            if writer is not None:
+                writer.add(plan.failures.cast(FAILURE_SCHEMA))
+            acc.add(plan.captures, plan.failures)
+        if writer is not None:
+            writer.publish()
+    return acc.summary(command="validate", run_id=new_run_id(datetime.now(UTC)), dry_run=True,
+                       elapsed_s=time.perf_counter() - start,
+                       rejects_path=str(rejects) if rejects else None)
+
+
 def check_inputs(inputs: list[str], settings: Settings, rejects: Path | None) -> RunSummary:
-    """``bulkcapture validate``: read and validate; the rejects file gets one row per check."""
+    """``bulkcapture validate``: read and validate; the rejects file gets one row per check.
+
+    A large input is validated a capture partition at a time (``partition_count``), its
+    rejects file written part by part; a small one in one pass, as a whole.
+    """
+    count = partition_count(inputs, settings)
+    if count > 1:
+        return _check_partitioned(inputs, settings, rejects, count)
     loaded = load_plan(inputs, settings, bodies=False, keys=False)
     if rejects is not None:
         write_rejects(loaded.plan.failures, rejects)
@@ -157,10 +272,26 @@ def check_inputs(inputs: list[str], settings: Settings, rejects: Path | None) ->
 
 def run_dry(inputs: list[str], settings: Settings, results_path: Path,
             overwrite: bool) -> RunSummary:
-    """``bulkcapture run --dry-run``: everything but sending; every valid capture ``planned``."""
+    """``bulkcapture run --dry-run``: everything but sending; every valid capture ``planned``.
+
+    Like ``check_inputs``, a large input is planned a capture partition at a time and its
+    results file written part by part: rows are then in input order within each partition.
+    """
     check_results_path(results_path, overwrite)
     start = time.perf_counter()
     run_id = new_run_id(datetime.now(UTC))
+    count = partition_count(inputs, settings)
+    if count > 1:
+        acc = _Tally()
+        with PartWriter(results_path, RESULT_FORMATS[results_path.suffix.lower()]) as writer:
+            for plan in _partition_plans(inputs, settings, count, keys=True):
+                results = build_results(plan, run_id, unsent="planned")
+                writer.add(results)
+                acc.add(results, plan.failures)
+            writer.publish()
+        return acc.summary(command="run", run_id=run_id, dry_run=True,
+                           elapsed_s=time.perf_counter() - start,
+                           results_path=str(results_path))
     loaded = load_plan(inputs, settings, bodies=False)
     results = build_results(loaded.plan, run_id, unsent="planned")
     write_results(results, results_path)
@@ -280,6 +411,9 @@ def run_batch(inputs: list[str], settings: Settings, target: Target | None, resu
               progress: Progress | None = None,
               transport: httpx.AsyncBaseTransport | None = None) -> RunSummary:
     """``bulkcapture run``: pre-flight, read, validate, plan, decide, send, record, write.
+
+    Unlike validate and the dry run, this holds every capture and request of the input at
+    once (no partitions): 50M lines (20M captures) take over a day to send at 200/s.
 
     Pre-flight (before any money moves): credentials and target present, results path
     writable, input readable and validated, ledger open and locked. Results are written also

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import glob
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import polars as pl
@@ -54,6 +54,47 @@ class Shipments:
     rows: pl.LazyFrame
     files: tuple[str, ...]
     nested: bool  # some file had the nested layout: each of its rows is one capture
+
+    def partition(self, index: int, count: int) -> Shipments:
+        """Only the rows of the captures whose identity hashes to partition ``index`` of
+        ``count``: validate holds per-capture state for one partition at a time.
+
+        The identity alone is hashed (as text, as validate compares it), so every copy of a
+        capture, in another file or another nested row, lands in the same partition and the
+        duplicate-identity check still sees them all. The filter is a predicate on the scan:
+        polars reads the identity columns first and the rest only for the matching rows.
+        """
+        ident = pl.struct([pl.col(c).cast(pl.String) for c in IDENTITY_COLUMNS])
+        return replace(self, rows=self.rows.filter(ident.hash(PARTITION_SEED) % count == index))
+
+
+PARTITION_SEED = 0x9E3779B9  # any fixed seed; independent of validate's capture-key seeds
+_SAMPLE_BYTES = 1 << 20
+
+
+def estimate_lines(files: Sequence[str | Path]) -> int:
+    """About how many rows the files hold, without reading them: Parquet and Arrow from their
+    footers, text formats from the newlines in their first MiB scaled to the file's size.
+
+    A file that cannot be read counts 0 here: reading it for real reports the problem.
+    """
+    total = 0
+    for name in files:
+        path = Path(name)
+        try:
+            fmt = _format_of(path)
+            if fmt in ("parquet", "ipc"):
+                scan = pl.scan_parquet(path) if fmt == "parquet" else pl.scan_ipc(path)
+                total += int(scan.select(pl.len()).collect().item())
+                continue
+            size = path.stat().st_size
+            with path.open("rb") as fh:
+                sample = fh.read(_SAMPLE_BYTES)
+            if sample:
+                total += round(sample.count(b"\n") * size / len(sample))
+        except (InputError, pl.exceptions.PolarsError, OSError, ValueError):
+            continue
+    return total
 
 
 def expand_inputs(patterns: Sequence[str]) -> list[Path]:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from types import TracebackType
 
 import polars as pl
 
@@ -115,6 +117,58 @@ def _write(df: pl.DataFrame, tmp: Path, fmt: str) -> None:
         df.write_csv(tmp)
     else:
         df.write_ndjson(tmp)
+
+
+class PartWriter:
+    """One output file (results or rejects) written a part at a time, published whole.
+
+    A partitioned run (``etl.pipeline``) has one part per capture partition and never holds
+    them all: each part goes to a Parquet file in a private directory beside the target, and
+    ``publish`` streams the parts, in order, into the target's format through ``write_atomic``.
+    A reader sees the old file or the complete new one, never some partitions of it; the
+    directory is removed on exit, published or not.
+    """
+
+    def __init__(self, path: Path, fmt: str) -> None:
+        self.path, self.fmt = path, fmt
+        parent = path.parent if str(path.parent) else Path(".")
+        try:
+            self._dir = Path(tempfile.mkdtemp(dir=parent, prefix=f".{path.name}.parts."))
+        except OSError as exc:
+            raise ResultsError(f"cannot write {path}: {exc.strerror}; check that the "
+                               "directory exists and is writable.") from exc
+        self._parts: list[Path] = []
+
+    def __enter__(self) -> PartWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def add(self, df: pl.DataFrame) -> None:
+        part = self._dir / f"{len(self._parts):05d}.parquet"
+        try:
+            df.write_parquet(part)
+        except OSError as exc:
+            raise ResultsError(f"cannot write {self.path}: {exc.strerror or exc}.") from exc
+        self._parts.append(part)
+
+    def publish(self) -> None:
+        """Every part, in the order added, into ``path`` (temp file, fsync, rename)."""
+        if not self._parts:
+            raise ValueError("PartWriter.publish: no part was added")
+        parts = pl.scan_parquet(self._parts)
+
+        def sink(tmp: Path) -> None:
+            if self.fmt == "parquet":
+                parts.sink_parquet(tmp)
+            elif self.fmt == "csv":
+                parts.sink_csv(tmp)
+            else:
+                parts.sink_ndjson(tmp)
+
+        write_atomic(self.path, sink)
 
 
 def write_atomic(path: Path, writer: Callable[[Path], None]) -> None:

@@ -58,17 +58,36 @@ class RunSummary:
         write_atomic(path, dump)
 
 
+def tally(results: pl.DataFrame) -> pl.DataFrame:
+    """Captures and amount per (status, currency): all a summary needs of a results frame.
+
+    Tallies of the parts of a run (its capture partitions) concatenate into the run's tally,
+    so a partitioned run never holds every result row to summarise them.
+    """
+    return results.group_by("status", "currency").agg(
+        pl.len().cast(pl.Int64).alias("n"), pl.col("captured_amount").sum().alias("amount"))
+
+
 def summarize(results: pl.DataFrame, *, command: str, run_id: str, dry_run: bool,
               elapsed_s: float, sent: int = 0, send_seconds: float = 0.0,
               **extra: object) -> RunSummary:
-    counts = {s: n for s, n in results.group_by("status").len().iter_rows()}
-    money = (results.filter(pl.col("status").is_in(MONEY_STATUSES))
-             .group_by("status", "currency").agg(pl.col("captured_amount").sum()))
+    return summarize_tally(tally(results), command=command, run_id=run_id, dry_run=dry_run,
+                           elapsed_s=elapsed_s, sent=sent, send_seconds=send_seconds, **extra)
+
+
+def summarize_tally(tallies: pl.DataFrame, *, command: str, run_id: str, dry_run: bool,
+                    elapsed_s: float, sent: int = 0, send_seconds: float = 0.0,
+                    **extra: object) -> RunSummary:
+    """The summary from ``tally`` frames (one, or the parts' concatenated)."""
+    counts = {s: int(n) for s, n in tallies.group_by("status").agg(pl.col("n").sum())
+              .iter_rows()}
+    money = (tallies.filter(pl.col("status").is_in(MONEY_STATUSES))
+             .group_by("status", "currency").agg(pl.col("amount").sum()))
     amounts: dict[str, dict[str, int]] = {}
     for status, currency, total in money.iter_rows():
         amounts.setdefault(status, {})[currency or "unknown"] = int(total or 0)
     return RunSummary(
-        command=command, run_id=run_id, dry_run=dry_run, captures=results.height,
+        command=command, run_id=run_id, dry_run=dry_run, captures=sum(counts.values()),
         counts={s: counts[s] for s in STATUSES if s in counts}, amounts=amounts,
         elapsed_s=round(elapsed_s, 3),
         rate_per_s=round(sent / send_seconds, 1) if send_seconds > 0 else 0.0,

@@ -421,11 +421,15 @@ def _empty_row_failures() -> pl.DataFrame:
     return _empty_failures().with_columns(pl.lit(None, pl.UInt64).alias(CAPTURE_ID))
 
 
+# The rejects' columns and types: every partition of a partitioned run writes its part so.
+FAILURE_SCHEMA = pl.Schema({
+    "source_file": pl.String, "source_row": pl.UInt32, "order_id": pl.String,
+    "capture_reference": pl.String, "column": pl.String, "rule": pl.String,
+    "value": pl.String, "message": pl.String})
+
+
 def _empty_failures() -> pl.DataFrame:
-    return pl.DataFrame(schema={
-        "source_file": pl.String, "source_row": pl.UInt32, "order_id": pl.String,
-        "capture_reference": pl.String, "column": pl.String, "rule": pl.String,
-        "value": pl.String, "message": pl.String})
+    return pl.DataFrame(schema=FAILURE_SCHEMA)
 
 
 def _shipping_counts(caps: pl.DataFrame, lines: pl.LazyFrame) -> pl.DataFrame:
