@@ -9,6 +9,12 @@ next free slot and sleeps until it, so N waiters cost N sleeps, never a busy loo
 stay evenly spaced however late the event loop wakes a sleeper. Over any window of length T at
 most ``burst + rate * T`` tokens are granted.
 
+With ``burst > 1`` a sleeper is released not at the first instant its slot allows but at the next
+multiple of the slack ``tau = (burst - 1) / rate``, which is still inside its slot's window
+``[tat - tau, tat]``, so the bound above is unchanged. Sleepers whose slots fall in one tick then
+wake together, in one turn of the event loop: at 200/s a paced run otherwise wakes the loop once
+per token, from cold, and that wake-up cost more CPU than the request it released.
+
 ``observe`` reads ``X-Ratelimit-Remaining`` / ``-Reset``: as the remaining quota nears 0 the next
 tokens are spread over what is left of the window, and at 0 (or after a 429, via ``pause``)
 nobody gets a token before the window resets. Clock and sleep are injected so tests never wait.
@@ -17,6 +23,7 @@ nobody gets a token before the window resets. Clock and sleep are injected so te
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 
@@ -66,6 +73,9 @@ class TokenBucket:
             self._tat = tat + self._interval
             if start <= now:
                 return waited
+            if self._tau > 0:
+                # Up to the next tick, never past tat: one wake-up for every slot in the tick.
+                start = min(math.ceil(start / self._tau) * self._tau, tat)
             await self._sleep(start - now)
             waited += start - now
             # A hold that arrived while we slept (a 429 elsewhere) invalidates our slot: take a

@@ -55,6 +55,9 @@ DEFAULT_BATCH_SIZE = 64  # intents per write-ahead batch; attempts/outcomes per 
 DEFAULT_FLUSH_INTERVAL = 0.1  # seconds an attempt or outcome may wait in the buffer
 # A 429 without a Retry-After or X-Ratelimit-Reset: hold the whole run this long.
 DEFAULT_429_PAUSE = 1.0
+# The default bucket's slack, in seconds of tokens: its workers are released in ticks of this
+# length (etl.limit), a few per loop wake-up instead of one, at the price of this much burst.
+DEFAULT_TICK = 0.025
 
 
 class CaptureClient(Protocol):
@@ -159,13 +162,16 @@ async def send_captures(
 ) -> SendReport:
     """Send every request once (retrying transient failures); never raises ``RunAborted``.
 
-    ``limiter`` defaults to a ``TokenBucket(policy.rate)`` on the same clock and sleep; pass one
+    ``limiter`` defaults to a ``TokenBucket(policy.rate)`` on the same clock and sleep, with
+    ``DEFAULT_TICK`` seconds of burst; pass one
     to share it (with a settlements fetch, say). Recorder errors propagate after the workers are
     cancelled.
     """
     run = _Run(requests, client, recorder, policy, stop=stop, clock=clock, sleep=sleep, now=now,
                backoff=backoff or Backoff(policy.backoff_base, policy.backoff_cap),
-               limiter=limiter or TokenBucket(policy.rate, clock=clock, sleep=sleep),
+               limiter=limiter or TokenBucket(
+                   policy.rate, burst=1.0 + (policy.rate or 0.0) * DEFAULT_TICK, clock=clock,
+                   sleep=sleep),
                on_progress=on_progress)
     return await run.run()
 
