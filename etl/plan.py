@@ -299,7 +299,10 @@ def _merge_copies(caps: pl.DataFrame) -> pl.DataFrame:
 
 def _with_verdicts(caps: pl.DataFrame, extra: list[pl.DataFrame]) -> pl.DataFrame:
     if extra:
-        more = (pl.concat(extra).group_by(IDENTITY_COLUMNS)
+        # Sorted first: the copies of a duplicate come out of a streaming group-by in any
+        # order, and the message must not change from run to run.
+        more = (pl.concat(extra).sort(["source_file", "source_row", "rule"])
+                .group_by(IDENTITY_COLUMNS, maintain_order=True)
                 .agg(format_failure().str.join("; ").alias("__more")))
         caps = caps.join(more, on=list(IDENTITY_COLUMNS), how="left").with_columns(
             pl.concat_str(["error_messages", "__more"], separator="; ", ignore_nulls=True)

@@ -529,8 +529,10 @@ def _attach_verdicts(captures: pl.DataFrame, failures: pl.DataFrame,
     if failures.is_empty():
         return captures.with_columns(pl.lit(True).alias("valid"),
                                      pl.lit(None, pl.String).alias("error_messages"))
+    # A total order (row, then column and rule): the same input always gives the same text,
+    # whatever order the streaming pass produced the failures in.
     per = (failures.rename({"source_file": SOURCE_FILE})
-           .sort("source_row")
+           .sort(["source_row", "column", "rule"])
            .group_by(keys).agg(
                format_failure().head(MAX_MESSAGES_PER_CAPTURE).alias("msgs"),
                pl.len().alias("n_fail")))
