@@ -138,6 +138,7 @@ def test_config_file_sets_amounts_and_refuses_secrets(runner: CliRunner,
 
 
 def test_every_command_has_help_with_an_example(runner: CliRunner) -> None:
-    for cmd in ("validate", "run"):
-        res = runner.invoke(main, [cmd, "--help"])
-        assert res.exit_code == 0 and "Example" in res.output
+    for cmd in (["validate"], ["run"], ["ledger"], ["sandbox"], ["reconcile"],
+                ["settlements", "fetch"]):
+        res = runner.invoke(main, [*cmd, "--help"])
+        assert res.exit_code == 0 and "Example" in res.output, cmd
