@@ -142,16 +142,17 @@ def _format_of(path: Path) -> str:
 
 def _scan(path: Path) -> pl.LazyFrame:
     fmt = _format_of(path)
-    kw = {"row_index_name": SOURCE_ROW, "row_index_offset": 1}
+    row, first = SOURCE_ROW, 1  # 1-based data rows: the header is not a row
     if fmt in ("csv", "tsv"):
         # Text in, judged later: a bad cell must not make the whole file unreadable.
         return pl.scan_csv(path, separator="\t" if fmt == "tsv" else ",", infer_schema=False,
-                           **kw)  # type: ignore[arg-type]
+                           row_index_name=row, row_index_offset=first)
     if fmt == "parquet":
-        return pl.scan_parquet(path, **kw)  # type: ignore[arg-type]
+        return pl.scan_parquet(path, row_index_name=row, row_index_offset=first)
     if fmt == "ndjson":
-        return pl.scan_ndjson(path, infer_schema_length=None, **kw)  # type: ignore[arg-type]
-    return pl.scan_ipc(path, **kw)  # type: ignore[arg-type]
+        return pl.scan_ndjson(path, infer_schema_length=None, row_index_name=row,
+                              row_index_offset=first)
+    return pl.scan_ipc(path, row_index_name=row, row_index_offset=first)
 
 
 def _schema(lf: pl.LazyFrame, path: Path) -> pl.Schema:

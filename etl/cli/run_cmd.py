@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from etl.cli.common import (
+    F,
     check_outputs,
     emit_summary,
     fail,
@@ -35,7 +36,7 @@ from etl.progress import Progress, default_progress
 from etl.results import default_results_path
 
 
-def target_options(fn):  # type: ignore[no-untyped-def]
+def target_options(fn: F) -> F:
     """Where to send: --base-url, or --provider/--region/--playground (else the environment)."""
     for deco in reversed([
         click.option("--base-url", help="API base URL (https; http only to loopback). "
