@@ -32,6 +32,7 @@ the transaction in the file for JSON.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import date
 from pathlib import Path
@@ -177,8 +178,7 @@ def parse_csv_report(data: bytes, source: str) -> pl.DataFrame:
         raise InputError(f"{source} is not a readable CSV payout report ({exc}): export it again "
                          f"from the merchant portal as CSV.") from exc
     names = [_normalise_header(c) for c in raw.columns]
-    seen: set[str] = set()
-    dupes = [n for n in names if n in seen or seen.add(n)]  # type: ignore[func-returns-value]
+    dupes = [n for n, count in Counter(names).items() if count > 1]
     if dupes:
         raise InputError(f"{source}: column {dupes[0]!r} appears twice in the header: remove one.")
     raw = raw.rename(dict(zip(raw.columns, names, strict=True)))
