@@ -17,7 +17,6 @@ Every file is written atomically: a temporary file in the target's directory, th
 from __future__ import annotations
 
 import html
-import os
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
@@ -63,29 +62,8 @@ def write_report(rec: Reconciliation, path: str | Path) -> Path:
         ".xlsx": _write_xlsx,
         ".html": _write_html,
     }
-    atomic_write(path, lambda tmp: writers[path.suffix.lower()](rec, tmp))
+    write_atomic(path, lambda tmp: writers[path.suffix.lower()](rec, tmp))
     return path
-
-
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """``etl.results.write_atomic`` (temp file beside ``path``, fsync, rename) with the
-    permissions of an ordinary file and ``ResultsError`` for what the OS refuses."""
-
-    def writer(tmp: Path) -> None:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; a report is for sharing
-
-    try:
-        write_atomic(path, writer)
-    except OSError as exc:
-        raise ResultsError(f"cannot write {path}: {exc.strerror or exc}; check that the "
-                           f"directory exists and is writable.") from exc
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 # --- amounts -----------------------------------------------------------------------------------

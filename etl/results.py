@@ -171,8 +171,12 @@ class PartWriter:
         write_atomic(self.path, sink)
 
 
-def write_atomic(path: Path, writer: Callable[[Path], None]) -> None:
-    """Call ``writer(tmp_path)``, fsync the file, rename it over ``path``, fsync the directory."""
+def write_atomic(path: Path, writer: Callable[[Path], object]) -> None:
+    """Call ``writer(tmp_path)``, fsync the file, rename it over ``path``, fsync the directory.
+
+    The file gets an ordinary file's mode (0666 less the umask): ``mkstemp`` creates it 0600, and
+    results, rejects and reports are for finance to read, not secrets.
+    """
     parent = path.parent if str(path.parent) else Path(".")
     try:
         fd, name = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -183,6 +187,7 @@ def write_atomic(path: Path, writer: Callable[[Path], None]) -> None:
     tmp = Path(name)
     try:
         writer(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -198,3 +203,9 @@ def write_atomic(path: Path, writer: Callable[[Path], None]) -> None:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it, then put it back
+    os.umask(mask)
+    return mask

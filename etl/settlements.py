@@ -476,8 +476,8 @@ async def _all_pages(client: JsonGetter, path: str, key: str,
 
 def write_settlements_json(document: dict[str, Any], path: Path) -> Path:
     """Write a fetched document atomically (the report module's temp-file-and-rename)."""
-    from etl.report import atomic_write  # report sits downstream; imported only to write
+    from etl.results import write_atomic  # the one atomic writer; imported only to write
 
     text = json.dumps(document, indent=1, ensure_ascii=False) + "\n"
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return path

@@ -73,6 +73,7 @@ def test_dry_run_writes_every_column_and_status(runner: CliRunner, tmp_path: Pat
     assert res.exit_code == 3, res.output
     df = pl.read_parquet(out)
     assert tuple(df.columns) == RESULT_COLUMNS
+    assert out.stat().st_mode & 0o044  # an ordinary file for finance to read, not 0600
     rows = {r["order_id"]: r for r in df.iter_rows(named=True)}
     assert rows["o1"]["status"] == "planned" and rows["o1"]["captured_amount"] == 4000
     assert rows["o1"]["source_rows"] == "1-2" and rows["o1"]["order_line_count"] == 2

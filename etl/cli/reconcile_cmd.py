@@ -168,7 +168,7 @@ def _print_summary(rec: Reconciliation) -> None:
 
 
 def _write_summary_json(rec: Reconciliation, path: Path) -> None:
-    from etl.report import atomic_write
+    from etl.results import write_atomic
 
     doc: dict[str, Any] = {
         "as_of": rec.as_of.isoformat(),
@@ -177,7 +177,7 @@ def _write_summary_json(rec: Reconciliation, path: Path) -> None:
         "by_currency": rec.by_currency.to_dicts(),
     }
     text = json.dumps(doc, indent=1, default=str) + "\n"
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 @click.group()
