@@ -39,6 +39,7 @@ from etl.results import (
     build_results,
     check_results_path,
     write_atomic,
+    write_frame,
     write_results,
 )
 from etl.resume import check_orders, decide, outcome_row
@@ -137,20 +138,13 @@ def failure_examples(failures: pl.DataFrame, n: int = EXAMPLES_PER_RULE,
 
 
 def rejects_format(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        return "parquet"
-    return "ndjson" if suffix in (".ndjson", ".jsonl") else "csv"
+    """The rejects file's format by its suffix; CSV for any other."""
+    return RESULT_FORMATS.get(path.suffix.lower(), "csv")
 
 
 def write_rejects(failures: pl.DataFrame, path: Path) -> None:
     fmt = rejects_format(path)
-    if fmt == "parquet":
-        write_atomic(path, failures.write_parquet)
-    elif fmt == "ndjson":
-        write_atomic(path, failures.write_ndjson)
-    else:
-        write_atomic(path, failures.write_csv)
+    write_atomic(path, lambda tmp: write_frame(failures, tmp, fmt))
 
 
 # --- capture partitions (validate and the dry run) -------------------------------------------

@@ -106,17 +106,14 @@ def write_results(df: pl.DataFrame, path: Path) -> Path:
     if fmt is None:
         raise ResultsError(f"results file {path} has an unknown format; use one of "
                            f"{', '.join(RESULT_FORMATS)}.")
-    write_atomic(path, lambda tmp: _write(df, tmp, fmt))
+    write_atomic(path, lambda tmp: write_frame(df, tmp, fmt))
     return path
 
 
-def _write(df: pl.DataFrame, tmp: Path, fmt: str) -> None:
-    if fmt == "parquet":
-        df.write_parquet(tmp)
-    elif fmt == "csv":
-        df.write_csv(tmp)
-    else:
-        df.write_ndjson(tmp)
+def write_frame(frame: pl.DataFrame | pl.LazyFrame, tmp: Path, fmt: str) -> None:
+    """``frame`` to ``tmp`` as ``fmt`` (a ``RESULT_FORMATS`` value); a lazy frame is streamed."""
+    verb = "sink_" if isinstance(frame, pl.LazyFrame) else "write_"
+    getattr(frame, verb + fmt)(tmp)
 
 
 class PartWriter:
@@ -159,16 +156,7 @@ class PartWriter:
         if not self._parts:
             raise ValueError("PartWriter.publish: no part was added")
         parts = pl.scan_parquet(self._parts)
-
-        def sink(tmp: Path) -> None:
-            if self.fmt == "parquet":
-                parts.sink_parquet(tmp)
-            elif self.fmt == "csv":
-                parts.sink_csv(tmp)
-            else:
-                parts.sink_ndjson(tmp)
-
-        write_atomic(self.path, sink)
+        write_atomic(self.path, lambda tmp: write_frame(parts, tmp, self.fmt))
 
 
 def write_atomic(path: Path, writer: Callable[[Path], object]) -> None:
