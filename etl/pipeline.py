@@ -31,7 +31,7 @@ from etl.ledger import Ledger, RunLock, resolve_ledger_path
 from etl.model import CaptureRequest
 from etl.plan import Plan, plan_captures
 from etl.progress import Progress
-from etl.read import estimate_lines, expand_inputs, load_column_map, read_shipments
+from etl.read import estimate_lines, expand_inputs, first_line, load_column_map, read_shipments
 from etl.results import (
     OUTCOME_COLUMNS,
     RESULT_FORMATS,
@@ -96,8 +96,7 @@ def _unreadable(files: tuple[str, ...], column_map: dict[str, str],
             except _ENGINE_ERRORS:
                 culprit = name
                 break
-    text = str(exc).strip().splitlines()
-    reason = text[0].rstrip(".") if text else type(exc).__name__
+    reason = first_line(exc)
     low = reason.lower()
     if "utf-8" in low or "utf8" in low:
         hint = "it is not UTF-8 text: re-export it as UTF-8 (bulkcapture does not guess encodings)"

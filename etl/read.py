@@ -159,11 +159,12 @@ def _schema(lf: pl.LazyFrame, path: Path) -> pl.Schema:
     try:
         return lf.collect_schema()
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
-        raise InputError(f"cannot read {path}: {_first_line(exc)}. Check that the file is a "
+        raise InputError(f"cannot read {path}: {first_line(exc)}. Check that the file is a "
                          f"valid {path.suffix.lstrip('.')} file.") from exc
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An engine error's first line, for an ``Error:`` sentence (its detail stays chained)."""
     text = str(exc).strip().splitlines()
     return text[0].rstrip(".") if text else type(exc).__name__
 
