@@ -42,7 +42,7 @@ from etl.results import (
     write_frame,
     write_results,
 )
-from etl.resume import check_orders, decide, outcome_row
+from etl.resume import check_orders, decide, ledger_result, outcome_row
 from etl.send import SendPolicy, send_captures
 from etl.summary import RunSummary, summarize, summarize_tally, tally
 from etl.validate import FAILURE_SCHEMA, format_failure, validate_shipments
@@ -365,16 +365,12 @@ def rows_from_ledger(ledger: Ledger, requests: list[CaptureRequest],
             state = "conflict"  # captured earlier with other content; this run sent nothing
         elif state == "captured" and row.run_id != run_id:
             state = "already_captured"
-        rows[ident] = {
-            "status": state, "idempotency_key": row.idempotency_key,
-            "http_status": row.http_status, "capture_id": row.capture_id,
-            "capture_location": row.capture_location, "correlation_id": row.correlation_id,
-            "error_code": row.error_code if state != "failed" or row.error_code else "UNKNOWN",
-            "error_messages": row.error_messages or (
-                "the run stopped while this capture was being sent: the next run re-sends it "
-                "with the same key" if row.state == "sending" else None),
-            "attempts": row.attempts, "first_attempt_at": row.key_first_sent_at,
-            "completed_at": row.completed_at}
+        rows[ident] = ledger_result(row, state)
+        if state == "failed" and not row.error_code:
+            rows[ident]["error_code"] = "UNKNOWN"
+        if row.state == "sending" and not row.error_messages:
+            rows[ident]["error_messages"] = ("the run stopped while this capture was being "
+                                             "sent: the next run re-sends it with the same key")
     return rows
 
 

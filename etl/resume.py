@@ -56,12 +56,18 @@ def same_key(req: CaptureRequest, row: LedgerRow) -> CaptureRequest:
     return replace(req, generation=row.generation, idempotency_key=row.idempotency_key)
 
 
-def already(row: LedgerRow) -> dict[str, Any]:
-    return {"status": "already_captured", "idempotency_key": row.idempotency_key,
+def ledger_result(row: LedgerRow, status: str) -> dict[str, Any]:
+    """A results row with ``status``, from what the ledger recorded of the capture."""
+    return {"status": status, "idempotency_key": row.idempotency_key,
             "capture_id": row.capture_id, "capture_location": row.capture_location,
             "correlation_id": row.correlation_id, "http_status": row.http_status,
+            "error_code": row.error_code, "error_messages": row.error_messages,
             "attempts": row.attempts, "completed_at": row.completed_at,
             "first_attempt_at": row.key_first_sent_at}
+
+
+def already(row: LedgerRow) -> dict[str, Any]:
+    return ledger_result(row, "already_captured")
 
 
 def conflict(row: LedgerRow, req: CaptureRequest, capture_id: str | None) -> dict[str, Any]:
