@@ -20,7 +20,3 @@ DEFAULT_EXPONENT = 2
 def exponent(code: str | None) -> int:
     """The minor-unit exponent of ``code``; 2 for a code the table does not know."""
     return EXPONENTS.get((code or "").upper(), DEFAULT_EXPONENT)
-
-
-def is_currency(code: str) -> bool:
-    return code in EXPONENTS
